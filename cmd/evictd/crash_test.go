@@ -1,0 +1,307 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/testenv"
+	"github.com/evict-dev/evict/pkg/client"
+	"github.com/evict-dev/evict/pkg/guard"
+)
+
+// buildEvictd compiles this command once per test.
+func buildEvictd(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "evictd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+var apiLine = regexp.MustCompile(`admin API\s+http://(\S+)`)
+
+// startEvictd runs the binary and returns the process and its API address.
+func startEvictd(t *testing.T, bin string, env []string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := apiLine.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return cmd, a
+	case <-time.After(60 * time.Second):
+		t.Fatal("evictd did not print its API address")
+		return nil, ""
+	}
+}
+
+// TestKillDuringBulkLogout kills evictd with SIGKILL while its relay is
+// halfway through publishing a 10,000-user logout, restarts it, and checks
+// that every revocation reached the stream exactly once and every guard.
+func TestKillDuringBulkLogout(t *testing.T) {
+	bin := buildEvictd(t)
+	ns := testenv.NATS(t)
+	dbURL := testenv.Database(t)
+	pool := testenv.Pool(t, dbURL)
+	ctx := context.Background()
+	env := []string{
+		"DATABASE_URL=" + dbURL,
+		"EVICT_NATS_URL=" + ns.ClientURL(),
+		"EVICT_HTTP_ADDR=127.0.0.1:0",
+		"EVICT_ADMIN_TOKEN=crash-token",
+		"EVICT_DATA_DIR=" + t.TempDir(),
+		"EVICT_LOG_LEVEL=error",
+		// Small batches stretch the publication over many rounds, so the
+		// kill lands in the middle of it.
+		"EVICT_RELAY_BATCH_SIZE=25",
+	}
+	proc, addr := startEvictd(t, bin, env)
+	api := client.New("http://"+addr, "crash-token", nil)
+	if _, err := api.CreateTenant(ctx, "crash"); err != nil {
+		t.Fatal(err)
+	}
+
+	// An audit stream sourcing EVICT_STATE keeps every message the state
+	// stream ever stored for the tenant's users, duplicates included, while
+	// EVICT_STATE itself keeps only the last per subject.
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	audit, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:    "CRASH_AUDIT",
+		Sources: []*jetstream.StreamSource{{Name: events.StateStream, FilterSubject: "evict.state.crash.user.>"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	guards := make([]*guard.Guard, 3)
+	for i := range guards {
+		guards[i] = startGuard(t, ns.ClientURL())
+	}
+
+	users := make([]string, 10_000)
+	for i := range users {
+		users[i] = fmt.Sprintf("u%05d", i)
+	}
+	issued := time.Now().Add(-time.Minute)
+	if _, err := api.LogoutUsers(ctx, "crash", users, "crash test"); err != nil {
+		t.Fatal(err)
+	}
+	var pending int
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&pending); err != nil {
+			t.Fatal(err)
+		}
+		if pending < len(users) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("relay never started publishing")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := proc.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = proc.Wait()
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	if pending == 0 || pending >= len(users) {
+		t.Fatalf("killed with %d of %d rows unpublished; the kill must land mid-publication", pending, len(users))
+	}
+	t.Logf("killed evictd with %d of %d events unpublished", pending, len(users))
+
+	startEvictd(t, bin, env)
+	for gi, g := range guards {
+		eventually(t, fmt.Sprintf("guard %d to enforce all 10,000 logouts", gi), func() bool {
+			for _, u := range users {
+				if !errors.Is(g.Check(guard.Session{Tenant: "crash", User: u, ID: "s", IssuedAt: issued}), guard.ErrSessionRevoked) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	eventually(t, "outbox drained", func() bool {
+		_ = pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&pending)
+		return pending == 0
+	})
+	var info *jetstream.StreamInfo
+	eventually(t, "audit stream to source everything", func() bool {
+		info, err = audit.Info(ctx, jetstream.WithSubjectFilter("evict.state.crash.user.>"))
+		return err == nil && info.State.Msgs >= uint64(len(users))
+	})
+	time.Sleep(200 * time.Millisecond) // let a late duplicate, if any, arrive
+	info, err = audit.Info(ctx, jetstream.WithSubjectFilter("evict.state.crash.user.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != uint64(len(users)) || len(info.State.Subjects) != len(users) {
+		t.Fatalf("stream stored %d messages on %d subjects, want exactly %d each once", info.State.Msgs, len(info.State.Subjects), len(users))
+	}
+	for subj, n := range info.State.Subjects {
+		if n != 1 || !strings.HasPrefix(subj, "evict.state.crash.user.u") {
+			t.Fatalf("subject %s stored %d times", subj, n)
+		}
+	}
+}
+
+func startGuard(t *testing.T, url string) *guard.Guard {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := guard.New(guard.Config{Conn: nc, Tenants: []string{"crash"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		nc.Close()
+	})
+	select {
+	case <-g.Ready():
+	case <-time.After(60 * time.Second):
+		t.Fatal("guard not ready")
+	}
+	return g
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSIGTERMLosesNoAcceptedCommand stops evictd with SIGTERM while commands
+// stream in: every command answered 202 is committed, and its revocation
+// reaches the guards once evictd is back.
+func TestSIGTERMLosesNoAcceptedCommand(t *testing.T) {
+	bin := buildEvictd(t)
+	ns := testenv.NATS(t)
+	dbURL := testenv.Database(t)
+	pool := testenv.Pool(t, dbURL)
+	ctx := context.Background()
+	env := []string{
+		"DATABASE_URL=" + dbURL, "EVICT_NATS_URL=" + ns.ClientURL(), "EVICT_HTTP_ADDR=127.0.0.1:0",
+		"EVICT_ADMIN_TOKEN=term-token", "EVICT_DATA_DIR=" + t.TempDir(), "EVICT_LOG_LEVEL=error",
+	}
+	proc, addr := startEvictd(t, bin, env)
+	api := client.New("http://"+addr, "term-token", nil)
+	if _, err := api.CreateTenant(ctx, "crash"); err != nil {
+		t.Fatal(err)
+	}
+	g := startGuard(t, ns.ClientURL())
+
+	type result struct {
+		user string
+		op   string
+		err  error
+	}
+	results := make(chan result, 400)
+	accepted := make(chan struct{}, 400)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				user := fmt.Sprintf("w%d-u%d", w, i)
+				a, err := api.LogoutUser(ctx, "crash", user, "")
+				results <- result{user, a.OperationID, err}
+				if err != nil {
+					return // evictd is gone
+				}
+				accepted <- struct{}{}
+			}
+		}()
+	}
+	for i := 0; i < 40; i++ {
+		<-accepted
+	}
+	if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Wait(); err != nil {
+		t.Errorf("evictd exited with %v after SIGTERM, want a clean exit", err)
+	}
+	wg.Wait()
+	close(results)
+	var ok []result
+	for r := range results {
+		if r.err == nil {
+			ok = append(ok, r)
+		}
+	}
+	t.Logf("%d commands accepted before shutdown", len(ok))
+	for _, r := range ok {
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM operations WHERE id = $1", r.op).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("accepted operation %s for %s is not committed (%d rows, %v)", r.op, r.user, n, err)
+		}
+	}
+	startEvictd(t, bin, env)
+	issued := time.Now().Add(-time.Hour)
+	eventually(t, "every accepted logout enforced", func() bool {
+		for _, r := range ok {
+			if !errors.Is(g.Check(guard.Session{Tenant: "crash", User: r.user, ID: "s", IssuedAt: issued}), guard.ErrSessionRevoked) {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -1,0 +1,40 @@
+// Command evictd runs evict: the admin API, the outbox relay and, unless
+// EVICT_NATS_URL points elsewhere, an embedded NATS server with JetStream.
+// See internal/evictd.ConfigFromEnv for its environment variables.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/evict-dev/evict/internal/evictd"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "evictd:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := evictd.ConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	d, err := evictd.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "evictd: admin API  http://%s  (OpenAPI at /v1/openapi.json, metrics at /metrics)\n", d.HTTPAddr)
+	fmt.Fprintf(os.Stderr, "evictd: NATS       %s\n", d.NATSURL)
+	if d.TokenFile != "" {
+		fmt.Fprintf(os.Stderr, "evictd: admin token %s  (stored in %s)\n", d.AdminToken, d.TokenFile)
+	}
+	return d.Wait()
+}

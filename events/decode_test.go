@@ -1,0 +1,116 @@
+package events_test
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/evict-dev/evict/events"
+)
+
+func TestDecodeRevocationOfSampleEvents(t *testing.T) {
+	t.Parallel()
+	samples := sampleEvents(t)
+	tests := []struct {
+		typ  string
+		want events.Revocation
+	}{
+		{events.TypeTenantRevoked, events.Revocation{Kind: events.KindTenant, Tenant: "acme"}},
+		{events.TypeUserRevoked, events.Revocation{Kind: events.KindUser, Tenant: "acme", ID: "google-oauth2:109876543210@acme"}},
+		{events.TypeSessionRevoked, events.Revocation{Kind: events.KindSession, Tenant: "acme", ID: "s_9f2c4e1a7b3d"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.typ, func(t *testing.T) {
+			t.Parallel()
+			b, err := json.Marshal(samples[tc.typ])
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := events.DecodeRevocation(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Kind != tc.want.Kind || got.Tenant != tc.want.Tenant || got.ID != tc.want.ID {
+				t.Errorf("Kind, Tenant, ID = %q, %q, %q; want %q, %q, %q", got.Kind, got.Tenant, got.ID, tc.want.Kind, tc.want.Tenant, tc.want.ID)
+			}
+			if !got.At.Equal(at) || !got.EventTime.Equal(at) {
+				t.Errorf("At, EventTime = %v, %v; want %v", got.At, got.EventTime, at)
+			}
+			if got.OperationID != "0195a3c0-2b1d-7f3e-8a6b-1c2d3e4f5a6b" || got.EventID == "" {
+				t.Errorf("OperationID, EventID = %q, %q", got.OperationID, got.EventID)
+			}
+		})
+	}
+}
+
+func TestDecodeRevocationSkipsOtherTypes(t *testing.T) {
+	t.Parallel()
+	samples := sampleEvents(t)
+	for _, typ := range sortedTypes() {
+		if events.Types[typ] == "" && typ != events.TypeHeartbeat {
+			continue // a revocation
+		}
+		t.Run(typ, func(t *testing.T) {
+			t.Parallel()
+			b, err := json.Marshal(samples[typ])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := events.DecodeRevocation(b); !errors.Is(err, events.ErrUnknownType) {
+				t.Errorf("err = %v, want ErrUnknownType", err)
+			}
+		})
+	}
+	t.Run("future type", func(t *testing.T) {
+		t.Parallel()
+		b := []byte(`{"type":"dev.evict.tenant.revoked.v2","data":{"tenant":"acme","not_before":"2026-03-14T09:26:53Z"}}`)
+		if _, err := events.DecodeRevocation(b); !errors.Is(err, events.ErrUnknownType) {
+			t.Errorf("err = %v, want ErrUnknownType", err)
+		}
+	})
+}
+
+func TestDecodeRevocationRefuses(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		json string
+	}{
+		{"not JSON", `dev.evict.tenant.revoked.v1`},
+		{"array", `[]`},
+		{"truncated", `{"type":"dev.evict.tenant.revoked.v1","data":{"tenant":"acme"`},
+		{"no data", `{"type":"dev.evict.tenant.revoked.v1"}`},
+		{"null data", `{"type":"dev.evict.tenant.revoked.v1","data":null}`},
+		{"no tenant", `{"type":"dev.evict.tenant.revoked.v1","data":{"not_before":"2026-03-14T09:26:53Z"}}`},
+		{"dot in tenant", `{"type":"dev.evict.tenant.revoked.v1","data":{"tenant":"acme.corp","not_before":"2026-03-14T09:26:53Z"}}`},
+		{"wildcard tenant", `{"type":"dev.evict.tenant.revoked.v1","data":{"tenant":">","not_before":"2026-03-14T09:26:53Z"}}`},
+		{"tenant as number", `{"type":"dev.evict.tenant.revoked.v1","data":{"tenant":42,"not_before":"2026-03-14T09:26:53Z"}}`},
+		{"no not_before", `{"type":"dev.evict.tenant.revoked.v1","data":{"tenant":"acme"}}`},
+		{"zero not_before", `{"type":"dev.evict.tenant.revoked.v1","data":{"tenant":"acme","not_before":"0001-01-01T00:00:00Z"}}`},
+		{"null not_before", `{"type":"dev.evict.tenant.revoked.v1","data":{"tenant":"acme","not_before":null}}`},
+		{"not_before without zone", `{"type":"dev.evict.tenant.revoked.v1","data":{"tenant":"acme","not_before":"2026-03-14T09:26:53"}}`},
+		{"tenant event with revoked_at only", `{"type":"dev.evict.tenant.revoked.v1","data":{"tenant":"acme","revoked_at":"2026-03-14T09:26:53Z"}}`},
+		{"no user", `{"type":"dev.evict.user.revoked.v1","data":{"tenant":"acme","not_before":"2026-03-14T09:26:53Z"}}`},
+		{"star user", `{"type":"dev.evict.user.revoked.v1","data":{"tenant":"acme","user":"*","not_before":"2026-03-14T09:26:53Z"}}`},
+		{"Cyrillic user", `{"type":"dev.evict.user.revoked.v1","data":{"tenant":"acme","user":"\u0430dmin","not_before":"2026-03-14T09:26:53Z"}}`},
+		{"user event with session only", `{"type":"dev.evict.user.revoked.v1","data":{"tenant":"acme","session":"s1","not_before":"2026-03-14T09:26:53Z"}}`},
+		{"no session", `{"type":"dev.evict.session.revoked.v1","data":{"tenant":"acme","user":"jane","revoked_at":"2026-03-14T09:26:53Z"}}`},
+		{"session event with not_before only", `{"type":"dev.evict.session.revoked.v1","data":{"tenant":"acme","session":"s1","not_before":"2026-03-14T09:26:53Z"}}`},
+		{"session with a dot", `{"type":"dev.evict.session.revoked.v1","data":{"tenant":"acme","session":"s.1","revoked_at":"2026-03-14T09:26:53Z"}}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := events.DecodeRevocation([]byte(tc.json))
+			if err == nil {
+				t.Fatalf("DecodeRevocation = %+v, want an error", r)
+			}
+			if errors.Is(err, events.ErrUnknownType) {
+				t.Errorf("err = %v; a known type must not be skipped as unknown", err)
+			}
+			if r != (events.Revocation{}) {
+				t.Errorf("DecodeRevocation returned %+v with its error", r)
+			}
+		})
+	}
+}

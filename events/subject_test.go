@@ -1,0 +1,218 @@
+package events_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/evict-dev/evict/events"
+)
+
+func TestStateSubjectRoundTrip(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("z", events.MaxIDLen)
+	tests := []struct {
+		name   string
+		build  func() (string, error)
+		want   string
+		tenant string
+		kind   string
+		id     string
+	}{
+		{
+			name:   "tenant",
+			build:  func() (string, error) { return events.TenantStateSubject("acme") },
+			want:   "evict.state.acme.tenant",
+			tenant: "acme", kind: events.KindTenant,
+		},
+		{
+			name:   "user",
+			build:  func() (string, error) { return events.UserStateSubject("acme", "google-oauth2:1098@acme") },
+			want:   "evict.state.acme.user.google-oauth2:1098@acme",
+			tenant: "acme", kind: events.KindUser, id: "google-oauth2:1098@acme",
+		},
+		{
+			name:   "session",
+			build:  func() (string, error) { return events.SessionStateSubject("acme", "c2Vzc2lvbg==") },
+			want:   "evict.state.acme.session.c2Vzc2lvbg==",
+			tenant: "acme", kind: events.KindSession, id: "c2Vzc2lvbg==",
+		},
+		{
+			name:   "longest identifiers",
+			build:  func() (string, error) { return events.SessionStateSubject(long, long) },
+			want:   "evict.state." + long + ".session." + long,
+			tenant: long, kind: events.KindSession, id: long,
+		},
+		{
+			// Identifiers may equal keywords: the position decides.
+			name:   "tenant named like the heartbeat",
+			build:  func() (string, error) { return events.TenantStateSubject("heartbeat") },
+			want:   "evict.state.heartbeat.tenant",
+			tenant: "heartbeat", kind: events.KindTenant,
+		},
+		{
+			name:   "user named like a kind",
+			build:  func() (string, error) { return events.UserStateSubject("tenant", "session") },
+			want:   "evict.state.tenant.user.session",
+			tenant: "tenant", kind: events.KindUser, id: "session",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			subject, err := tc.build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if subject != tc.want {
+				t.Fatalf("subject = %q, want %q", subject, tc.want)
+			}
+			tenant, kind, id, err := events.ParseStateSubject(subject)
+			if err != nil {
+				t.Fatalf("ParseStateSubject(%q): %v", subject, err)
+			}
+			if tenant != tc.tenant || kind != tc.kind || id != tc.id {
+				t.Errorf("ParseStateSubject(%q) = %q, %q, %q; want %q, %q, %q", subject, tenant, kind, id, tc.tenant, tc.kind, tc.id)
+			}
+		})
+	}
+}
+
+// TestSubjectBuildersRefuseInjection feeds identifiers that would add a
+// token, a wildcard or an empty token to every builder.
+func TestSubjectBuildersRefuseInjection(t *testing.T) {
+	t.Parallel()
+	hostile := []string{
+		"",
+		"acme.user.mallory",
+		"acme.>",
+		"*",
+		">",
+		".",
+		"acme.",
+		"acme corp",
+		"acme\r\nPUB evict.state.x.tenant 0",
+		"acme\x00",
+		"\u0430cme",
+		strings.Repeat("a", events.MaxIDLen+1),
+	}
+	builders := []struct {
+		name  string
+		build func(id string) (string, error)
+	}{
+		{"TenantStateSubject", events.TenantStateSubject},
+		{"UserStateSubject tenant", func(id string) (string, error) { return events.UserStateSubject(id, "jane") }},
+		{"UserStateSubject user", func(id string) (string, error) { return events.UserStateSubject("acme", id) }},
+		{"SessionStateSubject tenant", func(id string) (string, error) { return events.SessionStateSubject(id, "s1") }},
+		{"SessionStateSubject session", func(id string) (string, error) { return events.SessionStateSubject("acme", id) }},
+		{"TenantStateFilter", events.TenantStateFilter},
+		{"EventSubject tenant", func(id string) (string, error) { return events.EventSubject(id, "member.removed") }},
+	}
+	for _, b := range builders {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			for _, id := range hostile {
+				subject, err := b.build(id)
+				if !errors.Is(err, events.ErrInvalidID) {
+					t.Errorf("%q: err = %v, want ErrInvalidID", id, err)
+				}
+				if subject != "" {
+					t.Errorf("%q: subject = %q, want none", id, subject)
+				}
+			}
+		})
+	}
+}
+
+func TestTenantStateFilter(t *testing.T) {
+	t.Parallel()
+	got, err := events.TenantStateFilter("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "evict.state.acme.>"; got != want {
+		t.Errorf("TenantStateFilter = %q, want %q", got, want)
+	}
+}
+
+func TestEventSubject(t *testing.T) {
+	t.Parallel()
+	for typ, kind := range events.Types {
+		if kind == "" {
+			continue // a state event
+		}
+		t.Run(typ, func(t *testing.T) {
+			t.Parallel()
+			got, err := events.EventSubject("acme", kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := events.EventsPrefix + "acme." + kind; got != want {
+				t.Errorf("EventSubject = %q, want %q", got, want)
+			}
+			// evict.events.<tenant>.<noun>.<verb>: history consumers filter
+			// on evict.events.<tenant>.> or evict.events.*.member.removed.
+			if n := len(strings.Split(got, ".")); n != 5 {
+				t.Errorf("%q has %d tokens, want 5", got, n)
+			}
+			// A history subject is never mistaken for state.
+			if _, _, _, err := events.ParseStateSubject(got); err == nil {
+				t.Errorf("ParseStateSubject(%q) succeeded", got)
+			}
+		})
+	}
+}
+
+func TestParseStateSubjectRefuses(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		subject string
+		invalid bool // the error wraps ErrInvalidID
+	}{
+		{"heartbeat", events.HeartbeatSubject, false},
+		{"empty", "", false},
+		{"prefix only", "evict.state.", false},
+		{"prefix without dot", "evict.state", false},
+		{"tenant only", "evict.state.acme", false},
+		{"unknown kind", "evict.state.acme.group.finance", false},
+		{"kind in upper case", "evict.state.acme.Tenant", false},
+		{"tenant kind with an id", "evict.state.acme.tenant.x", false},
+		{"user without id", "evict.state.acme.user", false},
+		{"session without id", "evict.state.acme.session", false},
+		{"injected token after user", "evict.state.acme.user.jane.doe", false},
+		{"injected token after session", "evict.state.acme.session.s1.user", false},
+		{"trailing dot", "evict.state.acme.tenant.", false},
+		{"history subject", "evict.events.acme.member.removed", false},
+		{"other root", "evict.stat.acme.tenant", false},
+		{"prefix in upper case", "EVICT.STATE.acme.tenant", false},
+		{"leading space", " evict.state.acme.tenant", false},
+		{"trailing space", "evict.state.acme.tenant ", false},
+		{"filter", "evict.state.acme.>", false},
+		{"empty tenant", "evict.state..tenant", true},
+		{"star tenant", "evict.state.*.tenant", true},
+		{"gt tenant", "evict.state.>.user.jane", true},
+		{"empty user", "evict.state.acme.user.", true},
+		{"star user", "evict.state.acme.user.*", true},
+		{"gt session", "evict.state.acme.session.>", true},
+		{"space in user", "evict.state.acme.user.jane doe", true},
+		{"NUL in session", "evict.state.acme.session.s\x00", true},
+		{"Cyrillic tenant", "evict.state.\u0430cme.tenant", true},
+		{"tenant of 129 bytes", "evict.state." + strings.Repeat("a", events.MaxIDLen+1) + ".tenant", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tenant, kind, id, err := events.ParseStateSubject(tc.subject)
+			if err == nil {
+				t.Fatalf("ParseStateSubject(%q) = %q, %q, %q; want an error", tc.subject, tenant, kind, id)
+			}
+			if tenant != "" || kind != "" || id != "" {
+				t.Errorf("ParseStateSubject(%q) returned parts %q, %q, %q with its error", tc.subject, tenant, kind, id)
+			}
+			if got := errors.Is(err, events.ErrInvalidID); got != tc.invalid {
+				t.Errorf("ParseStateSubject(%q) = %v; wraps ErrInvalidID: %v, want %v", tc.subject, err, got, tc.invalid)
+			}
+		})
+	}
+}

@@ -1,0 +1,136 @@
+// Package bus runs evict's embedded NATS server and declares the JetStream
+// streams that carry evict's events. The streams' shape is part of the
+// public contract described in package events.
+package bus
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evict-dev/evict/events"
+)
+
+// EmbeddedConfig configures the embedded NATS server.
+type EmbeddedConfig struct {
+	// Listen is the host:port NATS clients connect to. Port 0 picks a free port.
+	Listen string
+	// StoreDir holds the JetStream file store.
+	StoreDir string
+	// Name is the server name; default "evictd".
+	Name string
+}
+
+// StartEmbedded starts a NATS server with JetStream and waits until it accepts
+// connections. Call Shutdown and WaitForShutdown on the result to stop it.
+func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("bus: listen address %q: %w", cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("bus: listen port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	name := cfg.Name
+	if name == "" {
+		name = "evictd"
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: name,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		NoSigs:     true,
+		// Revocation batches are published asynchronously in large bursts.
+		MaxPayload: 1 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: embedded server: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("bus: embedded server on %s not ready after 10s", cfg.Listen)
+	}
+	return ns, nil
+}
+
+// StreamConfig sets the retention of evict's streams.
+type StreamConfig struct {
+	// SessionMaxAge is the longest lifetime of any session evict guards. State
+	// entries older than that can no longer revoke anything and expire.
+	// Default 720h (30 days).
+	SessionMaxAge time.Duration
+	// EventsMaxAge is how long the history stream keeps events. Default 168h.
+	EventsMaxAge time.Duration
+	// Duplicates is the JetStream de-duplication window: a relay that crashes
+	// and republishes within it stores nothing twice. Default 10m.
+	Duplicates time.Duration
+	// Replicas of each stream; 1 for a single server, 3 in a cluster.
+	Replicas int
+}
+
+func (c StreamConfig) withDefaults() StreamConfig {
+	if c.SessionMaxAge <= 0 {
+		c.SessionMaxAge = 720 * time.Hour
+	}
+	if c.EventsMaxAge <= 0 {
+		c.EventsMaxAge = 168 * time.Hour
+	}
+	if c.Duplicates <= 0 {
+		c.Duplicates = 10 * time.Minute
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	return c
+}
+
+// EnsureStreams creates or updates EVICT_STATE and EVICT_EVENTS.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
+	cfg = cfg.withDefaults()
+	streams := []jetstream.StreamConfig{{
+		Name:        events.StateStream,
+		Description: "evict revocation state: last message per subject",
+		Subjects:    []string{events.StatePrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		// One message per subject makes the stream a snapshot of the current
+		// state: a new guard reads it from the start without replaying history.
+		MaxMsgsPerSubject: 1,
+		MaxAge:            cfg.SessionMaxAge,
+		Duplicates:        min(cfg.Duplicates, cfg.SessionMaxAge),
+		Discard:           jetstream.DiscardOld,
+		Replicas:          cfg.Replicas,
+		AllowDirect:       true,
+		DenyDelete:        true,
+		DenyPurge:         true,
+	}, {
+		Name:        events.EventsStream,
+		Description: "evict command history",
+		Subjects:    []string{events.EventsPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      cfg.EventsMaxAge,
+		Duplicates:  min(cfg.Duplicates, cfg.EventsMaxAge),
+		Discard:     jetstream.DiscardOld,
+		Replicas:    cfg.Replicas,
+		DenyDelete:  true,
+	}}
+	for _, sc := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("bus: stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,87 @@
+package evictd
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/evict-dev/evict/internal/db"
+)
+
+// Config is evictd's configuration. ConfigFromEnv documents each variable.
+type Config struct {
+	DataDir       string
+	NATSListen    string
+	NATSURL       string
+	DatabaseURL   string
+	HTTPAddr      string
+	AdminToken    string
+	SessionMaxAge time.Duration
+	Replicas      int
+	RelayBatch    int
+	// HeartbeatInterval is how often the relay leader confirms an empty outbox.
+	HeartbeatInterval time.Duration
+	Instance          string
+	Logger            *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultDataDir    = "evict-data"
+	DefaultNATSListen = "127.0.0.1:4322"
+	DefaultHTTPAddr   = "127.0.0.1:7420"
+)
+
+// ConfigFromEnv reads the configuration from the environment:
+//
+//	EVICT_DATA_DIR          data directory (JetStream store, generated token); default ./evict-data
+//	EVICT_NATS_LISTEN       embedded NATS listen address; default 127.0.0.1:4322
+//	EVICT_NATS_URL          use this external NATS (or cluster, comma-separated) instead of the embedded one
+//	DATABASE_URL            PostgreSQL; default postgres://postgres@127.0.0.1:5432/evict (created if missing)
+//	EVICT_HTTP_ADDR         admin API, /metrics, /healthz, /readyz; default 127.0.0.1:7420
+//	EVICT_ADMIN_TOKEN       bootstrap bearer token; default: generated once, stored in the data dir
+//	EVICT_SESSION_MAX_AGE   longest session lifetime (revocation entries expire after it); default 720h
+//	EVICT_STREAM_REPLICAS   JetStream replicas per stream; default 1
+//	EVICT_RELAY_BATCH_SIZE  outbox rows published per round; default 1000
+//	EVICT_HEARTBEAT_INTERVAL relay heartbeat period (guards' freshness signal); default 1s
+//	EVICT_INSTANCE          name of this replica; default host-pid
+//	EVICT_LOG_LEVEL         debug, info, warn or error; default info
+func ConfigFromEnv() (Config, error) {
+	c := Config{
+		DataDir:     env("EVICT_DATA_DIR", DefaultDataDir),
+		NATSListen:  env("EVICT_NATS_LISTEN", DefaultNATSListen),
+		NATSURL:     os.Getenv("EVICT_NATS_URL"),
+		DatabaseURL: env("DATABASE_URL", db.DefaultURL),
+		HTTPAddr:    env("EVICT_HTTP_ADDR", DefaultHTTPAddr),
+		AdminToken:  os.Getenv("EVICT_ADMIN_TOKEN"),
+		Instance:    os.Getenv("EVICT_INSTANCE"),
+	}
+	var err error
+	if c.SessionMaxAge, err = time.ParseDuration(env("EVICT_SESSION_MAX_AGE", "720h")); err != nil || c.SessionMaxAge <= 0 {
+		return c, fmt.Errorf("EVICT_SESSION_MAX_AGE: want a positive duration such as 720h, got %q", os.Getenv("EVICT_SESSION_MAX_AGE"))
+	}
+	if c.Replicas, err = strconv.Atoi(env("EVICT_STREAM_REPLICAS", "1")); err != nil || c.Replicas < 1 || c.Replicas > 5 {
+		return c, fmt.Errorf("EVICT_STREAM_REPLICAS: want 1 to 5, got %q", os.Getenv("EVICT_STREAM_REPLICAS"))
+	}
+	if c.RelayBatch, err = strconv.Atoi(env("EVICT_RELAY_BATCH_SIZE", "1000")); err != nil || c.RelayBatch < 1 {
+		return c, fmt.Errorf("EVICT_RELAY_BATCH_SIZE: want a positive number, got %q", os.Getenv("EVICT_RELAY_BATCH_SIZE"))
+	}
+	if c.HeartbeatInterval, err = time.ParseDuration(env("EVICT_HEARTBEAT_INTERVAL", "1s")); err != nil || c.HeartbeatInterval <= 0 {
+		return c, fmt.Errorf("EVICT_HEARTBEAT_INTERVAL: want a positive duration such as 1s, got %q", os.Getenv("EVICT_HEARTBEAT_INTERVAL"))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(env("EVICT_LOG_LEVEL", "info"))); err != nil {
+		return c, fmt.Errorf("EVICT_LOG_LEVEL: %w", err)
+	}
+	c.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return c, nil
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

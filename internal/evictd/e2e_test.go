@@ -1,0 +1,385 @@
+package evictd_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/evictd"
+	"github.com/evict-dev/evict/internal/testenv"
+	"github.com/evict-dev/evict/pkg/client"
+	"github.com/evict-dev/evict/pkg/guard"
+)
+
+// bundle is what a test gets from setup: a running evictd with its embedded
+// NATS and a fresh database, three guards, and an API client.
+type bundle struct {
+	d      *evictd.Daemon
+	api    *client.Client
+	guards []*guard.Guard
+	dbURL  string
+}
+
+const token = "test-token"
+
+func setup(t *testing.T, nGuards int) *bundle { return setupTB(t, nGuards) }
+
+func setupTB(t testing.TB, nGuards int) *bundle {
+	t.Helper()
+	dbURL := testenv.Database(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, err := evictd.Start(ctx, evictd.Config{
+		DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0",
+		AdminToken: token, SessionMaxAge: 24 * time.Hour, Replicas: 1, RelayBatch: 1000, Logger: quiet,
+		HeartbeatInterval: 50 * time.Millisecond,
+	})
+	if err != nil {
+		cancel()
+		t.Fatalf("start evictd: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := d.Wait(); err != nil {
+			t.Errorf("evictd shutdown: %v", err)
+		}
+	})
+	b := &bundle{d: d, api: client.New("http://"+d.HTTPAddr, token, nil), dbURL: dbURL}
+	for i := 0; i < nGuards; i++ {
+		b.guards = append(b.guards, startGuard(t, d.NATSURL, guard.Config{Logger: quiet}))
+	}
+	return b
+}
+
+// startGuard connects a guard to url and waits until it is ready.
+func startGuard(t testing.TB, url string, cfg guard.Config) *guard.Guard {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("guard connect: %v", err)
+	}
+	cfg.Conn = nc
+	g, err := guard.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("guard: %v", err)
+		}
+		nc.Close()
+	})
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		t.Fatalf("guard stopped before ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("guard not ready after 30s")
+	}
+	return g
+}
+
+// eventually polls cond until it holds; the deadline is for liveness, not a
+// latency assertion.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// waitSynced waits until every guard applied a heartbeat sent after now:
+// by then every revocation committed before now is in every guard.
+func (b *bundle) waitSynced(t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	for _, g := range b.guards {
+		eventually(t, "guard heartbeat", func() bool { return g.StateAge() < time.Since(start) })
+	}
+}
+
+func (b *bundle) register(t *testing.T, tenant, user, session string) guard.Session {
+	t.Helper()
+	s, err := b.api.RegisterSession(context.Background(), tenant, client.NewSession{SessionID: session, UserID: user, Client: "web"})
+	if err != nil {
+		t.Fatalf("register %s/%s: %v", user, session, err)
+	}
+	return guard.Session{Tenant: tenant, User: user, ID: session, IssuedAt: s.IssuedAt}
+}
+
+func (b *bundle) revokedEverywhere(t *testing.T, s guard.Session) {
+	t.Helper()
+	for i, g := range b.guards {
+		eventually(t, fmt.Sprintf("guard %d to revoke %s/%s", i, s.User, s.ID), func() bool {
+			return errors.Is(g.Check(s), guard.ErrSessionRevoked)
+		})
+	}
+}
+
+func (b *bundle) validEverywhere(t *testing.T, s guard.Session) {
+	t.Helper()
+	for i, g := range b.guards {
+		if err := g.Check(s); err != nil {
+			t.Errorf("guard %d: session %s/%s of %s: got %v, want valid", i, s.Tenant, s.ID, s.User, err)
+		}
+	}
+}
+
+func TestEveryCommandLogsOutOnEveryGuard(t *testing.T) {
+	b := setup(t, 3)
+	ctx := context.Background()
+	for _, tenant := range []string{"acme", "other"} {
+		if _, err := b.api.CreateTenant(ctx, tenant); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type sessions map[string]guard.Session
+	tests := []struct {
+		name string
+		// command runs the admin command against the fixture sessions.
+		command func(t *testing.T, fx sessions) (client.Accepted, error)
+		revoked []string // keys into the fixture: "user/session"
+		kept    []string
+		status  string // expected GET session status of the first revoked session
+		cause   string
+	}{{
+		name: "remove from group",
+		command: func(t *testing.T, fx sessions) (client.Accepted, error) {
+			if _, err := b.api.AddMember(ctx, "acme", "site-1", "alice"); err != nil {
+				t.Fatal(err)
+			}
+			return b.api.RemoveMember(ctx, "acme", "site-1", "alice", "left the site")
+		},
+		revoked: []string{"alice/a1", "alice/a2"},
+		kept:    []string{"bob/b1", "other:alice/oa1"},
+		cause:   events.CauseMemberRemoved,
+	}, {
+		name: "log out user",
+		command: func(t *testing.T, fx sessions) (client.Accepted, error) {
+			return b.api.LogoutUser(ctx, "acme", "alice", "")
+		},
+		revoked: []string{"alice/a1", "alice/a2"},
+		kept:    []string{"bob/b1", "other:alice/oa1"},
+		cause:   events.CauseLogout,
+	}, {
+		name: "log out one session",
+		command: func(t *testing.T, fx sessions) (client.Accepted, error) {
+			return b.api.LogoutSession(ctx, "acme", fx["alice/a1"].ID, "")
+		},
+		revoked: []string{"alice/a1"},
+		kept:    []string{"alice/a2", "bob/b1"},
+		cause:   events.CauseLogout,
+	}, {
+		name: "access changed",
+		command: func(t *testing.T, fx sessions) (client.Accepted, error) {
+			return b.api.AccessChanged(ctx, "acme", "bob", "role downgraded")
+		},
+		revoked: []string{"bob/b1"},
+		kept:    []string{"alice/a1", "carol/c1"},
+		cause:   events.CauseAccessChanged,
+	}, {
+		name: "log out selected users",
+		command: func(t *testing.T, fx sessions) (client.Accepted, error) {
+			return b.api.LogoutUsers(ctx, "acme", []string{"alice", "carol", "alice"}, "")
+		},
+		revoked: []string{"alice/a1", "alice/a2", "carol/c1"},
+		kept:    []string{"bob/b1", "other:alice/oa1"},
+		cause:   events.CauseLogout,
+	}, {
+		name: "log out tenant",
+		command: func(t *testing.T, fx sessions) (client.Accepted, error) {
+			return b.api.LogoutTenant(ctx, "acme", "incident")
+		},
+		revoked: []string{"alice/a1", "alice/a2", "bob/b1", "carol/c1"},
+		kept:    []string{"other:alice/oa1", "other:dave/od1"},
+		cause:   events.CauseTenantLogout,
+	}, {
+		name: "directory sync drops a member",
+		command: func(t *testing.T, fx sessions) (client.Accepted, error) {
+			if _, err := b.api.SetMembers(ctx, "acme", "site-2", []string{"alice", "bob"}, ""); err != nil {
+				t.Fatal(err)
+			}
+			a, err := b.api.SetMembers(ctx, "acme", "site-2", []string{"bob", "carol"}, "nightly sync")
+			if err == nil && (strings.Join(a.Added, ",") != "carol" || strings.Join(a.Removed, ",") != "alice") {
+				t.Errorf("set members: added %v removed %v, want [carol] [alice]", a.Added, a.Removed)
+			}
+			return a, err
+		},
+		revoked: []string{"alice/a1", "alice/a2"},
+		kept:    []string{"bob/b1", "carol/c1"},
+		cause:   events.CauseMemberRemoved,
+	}, {
+		name: "session ended by its holder",
+		command: func(t *testing.T, fx sessions) (client.Accepted, error) {
+			return b.api.EndSession(ctx, "acme", fx["bob/b1"].ID)
+		},
+		revoked: []string{"bob/b1"},
+		kept:    []string{"alice/a1"},
+		cause:   events.CauseSessionEnded,
+	}}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Fresh session ids per case: earlier cases revoked the old ones.
+			fx := sessions{}
+			for _, key := range []string{"alice/a1", "alice/a2", "bob/b1", "carol/c1", "other:alice/oa1", "other:dave/od1"} {
+				tenant, rest := "acme", key
+				if t, r, ok := strings.Cut(key, ":"); ok {
+					tenant, rest = t, r
+				}
+				user, sid, _ := strings.Cut(rest, "/")
+				fx[key] = b.register(t, tenant, user, fmt.Sprintf("%s-%d", sid, i))
+			}
+			for _, s := range fx {
+				b.validEverywhere(t, s)
+			}
+			acc, err := tt.command(t, fx)
+			if err != nil {
+				t.Fatalf("command: %v", err)
+			}
+			for _, k := range tt.revoked {
+				b.revokedEverywhere(t, fx[k])
+			}
+			b.waitSynced(t)
+			for _, k := range tt.kept {
+				b.validEverywhere(t, fx[k])
+			}
+			first := fx[tt.revoked[0]]
+			got, err := b.api.GetSession(ctx, "acme", first.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantStatus := "revoked"
+			if tt.cause == events.CauseSessionEnded {
+				wantStatus = "ended"
+			}
+			if got.Status != wantStatus || got.RevokeCause != tt.cause || got.RevokeOperation != acc.OperationID {
+				t.Errorf("session status = %s cause %q op %s; want %s %q %s", got.Status, got.RevokeCause, got.RevokeOperation,
+					wantStatus, tt.cause, acc.OperationID)
+			}
+			op, err := b.api.Operation(ctx, acc.OperationID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if op.Status != "published" || op.Events.Pending != 0 || op.Events.Total == 0 || op.Tenant != "acme" || op.Actor != "bootstrap" {
+				t.Errorf("operation = %+v; want published, all events out", op)
+			}
+			// A login after the logout is a new session and must work.
+			fresh := b.register(t, "acme", first.User, fmt.Sprintf("fresh-%d", i))
+			b.waitSynced(t)
+			b.validEverywhere(t, fresh)
+		})
+	}
+}
+
+func TestBulkLogoutOfTenThousandUsers(t *testing.T) {
+	b := setup(t, 3)
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "bulk"); err != nil {
+		t.Fatal(err)
+	}
+	issued := time.Now().Add(-time.Minute)
+	users := make([]string, 10_000)
+	for i := range users {
+		users[i] = fmt.Sprintf("user-%05d", i)
+	}
+	survivor := guard.Session{Tenant: "bulk", User: "not-in-the-list", ID: "keep", IssuedAt: issued}
+	acc, err := b.api.LogoutUsers(ctx, "bulk", users, "bulk test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for gi, g := range b.guards {
+		eventually(t, fmt.Sprintf("guard %d to revoke 10,000 users", gi), func() bool {
+			for _, u := range users {
+				if !errors.Is(g.Check(guard.Session{Tenant: "bulk", User: u, ID: "s-" + u, IssuedAt: issued}), guard.ErrSessionRevoked) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	b.waitSynced(t)
+	b.validEverywhere(t, survivor)
+	op, err := b.api.Operation(ctx, acc.OperationID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Targets.UserCount != len(users) || op.Events.Total != len(users) || op.Status != "published" {
+		t.Errorf("operation: %d users, %d events, %s; want %d, %d, published", op.Targets.UserCount, op.Events.Total, op.Status, len(users), len(users))
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	key := client.WithIdempotencyKey("retry-1")
+	first, err := b.api.LogoutUser(ctx, "acme", "alice", "x", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Retries, sequential and concurrent, return the first answer.
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			again, err := b.api.LogoutUser(ctx, "acme", "alice", "x", key)
+			if err != nil || again.OperationID != first.OperationID {
+				t.Errorf("retry: %v, operation %s, want %s", err, again.OperationID, first.OperationID)
+			}
+		}()
+	}
+	wg.Wait()
+	_, err = b.api.LogoutUser(ctx, "acme", "bob", "x", key)
+	if !client.IsCode(err, "idempotency_key_reused") {
+		t.Errorf("same key, other request: got %v, want idempotency_key_reused", err)
+	}
+	pool := testenv.Pool(t, b.dbURL)
+	var ops int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM operations").Scan(&ops); err != nil {
+		t.Fatal(err)
+	}
+	if ops != 1 {
+		t.Errorf("%d operations recorded, want 1", ops)
+	}
+}
+
+func TestMetricsAndProbes(t *testing.T) {
+	b := setup(t, 0)
+	for path, want := range map[string]string{
+		"/healthz":         `"ok"`,
+		"/readyz":          `"ready"`,
+		"/v1/openapi.json": `"openapi"`,
+		"/metrics":         "evict_outbox_backlog",
+	} {
+		resp, err := http.Get("http://" + b.d.HTTPAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d, body lacks %s", path, resp.StatusCode, want)
+		}
+	}
+}

@@ -1,0 +1,237 @@
+// Package evictd assembles evict's daemon: the admin API, the outbox relay,
+// PostgreSQL, and NATS JetStream (embedded by default). cmd/evictd wires it
+// to the environment and signals; tests start it in-process.
+package evictd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/evict-dev/evict/internal/bus"
+	"github.com/evict-dev/evict/internal/db"
+	"github.com/evict-dev/evict/services/admin"
+	"github.com/evict-dev/evict/services/relay"
+)
+
+// Daemon is a running evictd.
+type Daemon struct {
+	// HTTPAddr is the address the admin API listens on.
+	HTTPAddr string
+	// NATSURL is the NATS URL clients use (the embedded server's, or EVICT_NATS_URL).
+	NATSURL string
+	// AdminToken is the bootstrap bearer token.
+	AdminToken string
+	// TokenFile is where a generated token is stored ("" when it came from the environment).
+	TokenFile string
+
+	log      *slog.Logger
+	pool     *pgxpool.Pool
+	ns       *server.Server
+	nc       *nats.Conn
+	http     *http.Server
+	done     chan struct{}
+	err      error
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// Start starts evictd and returns once it serves. It stops when ctx ends;
+// Wait returns after a clean shutdown.
+func Start(ctx context.Context, cfg Config) (*Daemon, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	d := &Daemon{log: log, done: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			d.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("evictd: data dir: %w", err)
+	}
+	if err := d.loadToken(cfg); err != nil {
+		return nil, err
+	}
+
+	var err error
+	if d.pool, err = db.Open(ctx, cfg.DatabaseURL); err != nil {
+		return nil, err
+	}
+
+	d.NATSURL = cfg.NATSURL
+	if d.NATSURL == "" {
+		if d.ns, err = bus.StartEmbedded(bus.EmbeddedConfig{
+			Listen:   cfg.NATSListen,
+			StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
+			Name:     "evictd",
+		}); err != nil {
+			return nil, err
+		}
+		d.NATSURL = d.ns.ClientURL()
+	}
+	d.nc, err = nats.Connect(d.NATSURL, nats.Name("evictd"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }))
+	if err != nil {
+		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", d.NATSURL, err)
+	}
+	js, err := jetstream.New(d.nc, jetstream.WithPublishAsyncMaxPending(max(4*cfg.RelayBatch, 4096)))
+	if err != nil {
+		return nil, fmt.Errorf("evictd: %w", err)
+	}
+	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{SessionMaxAge: cfg.SessionMaxAge, Replicas: cfg.Replicas}); err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rl, err := relay.New(relay.Config{Pool: d.pool, JetStream: js, Instance: cfg.Instance, BatchSize: cfg.RelayBatch,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		Registerer:        reg, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	api, err := admin.New(admin.Config{Pool: d.pool, AdminToken: d.AdminToken, Registerer: reg, Logger: log,
+		Ready: func(r *http.Request) error {
+			if err := d.pool.Ping(r.Context()); err != nil {
+				return fmt.Errorf("database: %w", err)
+			}
+			if !d.nc.IsConnected() {
+				return errors.New("NATS: not connected")
+			}
+			return nil
+		}})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/", api)
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("evictd: listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	d.HTTPAddr = ln.Addr().String()
+	d.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	d.wg.Add(2)
+	go func() {
+		defer d.wg.Done()
+		if err := rl.Run(relayCtx); err != nil {
+			log.Error("relay stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer d.wg.Done()
+		if err := d.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin API stopped", "err", err)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		d.shutdown(stopRelay)
+	}()
+	ok = true
+	log.Info("evictd started", "http", "http://"+d.HTTPAddr, "nats", d.NATSURL, "embedded_nats", d.ns != nil,
+		"data_dir", cfg.DataDir)
+	return d, nil
+}
+
+// shutdown stops taking requests, lets in-flight commands commit, stops the
+// relay, and closes NATS and the database. Whatever the relay had not yet
+// published stays in the outbox for the next leader.
+func (d *Daemon) shutdown(stopRelay context.CancelFunc) {
+	d.stopOnce.Do(func() {
+		d.log.Info("evictd shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := d.http.Shutdown(sctx); err != nil {
+			d.err = fmt.Errorf("evictd: admin API shutdown: %w", err)
+		}
+		stopRelay()
+		d.wg.Wait()
+		d.close()
+		close(d.done)
+	})
+}
+
+func (d *Daemon) close() {
+	if d.nc != nil {
+		// The relay has stopped and waited for its acknowledgements; flush
+		// whatever else is buffered and close.
+		_ = d.nc.FlushTimeout(2 * time.Second)
+		d.nc.Close()
+	}
+	if d.ns != nil {
+		d.ns.Shutdown()
+		d.ns.WaitForShutdown()
+	}
+	if d.pool != nil {
+		d.pool.Close()
+	}
+}
+
+// Wait blocks until the daemon has shut down.
+func (d *Daemon) Wait() error {
+	<-d.done
+	return d.err
+}
+
+// loadToken takes the token from the configuration, or from the data dir,
+// or generates one there.
+func (d *Daemon) loadToken(cfg Config) error {
+	if cfg.AdminToken != "" {
+		d.AdminToken = cfg.AdminToken
+		return nil
+	}
+	d.TokenFile = filepath.Join(cfg.DataDir, "admin-token")
+	b, err := os.ReadFile(d.TokenFile)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		d.AdminToken = strings.TrimSpace(string(b))
+		return nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("evictd: read %s: %w", d.TokenFile, err)
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return fmt.Errorf("evictd: generate token: %w", err)
+	}
+	d.AdminToken = "evt_" + base64.RawURLEncoding.EncodeToString(buf)
+	if err := os.WriteFile(d.TokenFile, []byte(d.AdminToken+"\n"), 0o600); err != nil {
+		return fmt.Errorf("evictd: store token: %w", err)
+	}
+	return nil
+}

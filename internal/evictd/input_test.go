@@ -1,0 +1,168 @@
+package evictd_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evict-dev/evict/internal/testenv"
+)
+
+// snapshot is everything a refused request must leave untouched.
+type snapshot struct {
+	rows map[string]int
+	// msgs maps each tenant subject of both streams to its message count
+	// and the sequence of its last message.
+	msgs map[string][2]uint64
+}
+
+func takeSnapshot(t *testing.T, b *bundle) snapshot {
+	t.Helper()
+	ctx := context.Background()
+	pool := testenv.Pool(t, b.dbURL)
+	s := snapshot{rows: map[string]int{}, msgs: map[string][2]uint64{}}
+	for _, table := range []string{"tenants", "group_members", "user_watermarks", "sessions", "operations", "audit_log", "outbox"} {
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		s.rows[table] = n
+	}
+	nc, err := nats.Connect(b.d.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	for _, name := range []string{"EVICT_STATE", "EVICT_EVENTS"} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Tenant subjects only: the relay's heartbeat keeps ticking.
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter("evict.*.*.>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for subj, n := range info.State.Subjects {
+			m, err := st.GetLastMsgForSubject(ctx, subj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.msgs[subj] = [2]uint64{n, m.Sequence}
+		}
+	}
+	return s
+}
+
+func TestBadRequestsChangeNothing(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.api.AddMember(ctx, "acme", "site", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	b.register(t, "acme", "alice", "s1")
+	b.waitSynced(t)
+	before := takeSnapshot(t, b)
+
+	big := `{"users":["` + strings.Repeat("a", 17<<20) + `"]}`
+	manyUsers := `{"users":[` + strings.TrimSuffix(strings.Repeat(`"u",`, 100_001), ",") + `]}`
+	tests := []struct {
+		name, method, path, body, contentType, auth string
+		want                                        int
+		wantCode                                    string
+	}{
+		{"no token", "POST", "/v1/tenants/acme/users/alice/logout", "", "", "-", 401, "unauthorized"},
+		{"wrong token", "POST", "/v1/tenants/acme/users/alice/logout", "", "", "Bearer nope", 401, "unauthorized"},
+		{"basic auth", "POST", "/v1/tenants/acme/users/alice/logout", "", "", "Basic dGVzdDp0ZXN0", 401, "unauthorized"},
+		{"unknown tenant", "POST", "/v1/tenants/nope/users/alice/logout", "", "", "", 404, "tenant_not_found"},
+		{"unknown tenant, bulk", "POST", "/v1/tenants/nope/logout", `{"all":true}`, "", "", 404, "tenant_not_found"},
+		{"dot in user", "POST", "/v1/tenants/acme/users/a.b/logout", "", "", "", 400, "invalid_identifier"},
+		{"encoded dot in user", "POST", "/v1/tenants/acme/users/a%2Eb/logout", "", "", "", 400, "invalid_identifier"},
+		{"star in tenant", "POST", "/v1/tenants/ac*me/users/alice/logout", "", "", "", 400, "invalid_identifier"},
+		{"gt in group", "DELETE", "/v1/tenants/acme/groups/%3E/members/alice", "", "", "", 400, "invalid_identifier"},
+		{"space in session", "POST", "/v1/tenants/acme/sessions/a%20b/logout", "", "", "", 400, "invalid_identifier"},
+		{"tab in user", "POST", "/v1/tenants/acme/users/a%09b/logout", "", "", "", 400, "invalid_identifier"},
+		{"cyrillic look-alike", "POST", "/v1/tenants/acme/users/%D0%B0lice/logout", "", "", "", 400, "invalid_identifier"},
+		{"over-long user", "POST", "/v1/tenants/acme/users/" + strings.Repeat("x", 129) + "/logout", "", "", "", 400, "invalid_identifier"},
+		{"bad user in bulk", "POST", "/v1/tenants/acme/logout", `{"users":["ok","evil.>"]}`, "", "", 400, "invalid_identifier"},
+		{"empty user in bulk", "POST", "/v1/tenants/acme/logout", `{"users":[""]}`, "", "", 400, "invalid_identifier"},
+		{"bad user in set", "PUT", "/v1/tenants/acme/groups/site/members", `{"users":["a b"]}`, "", "", 400, "invalid_identifier"},
+		{"malformed JSON", "POST", "/v1/tenants/acme/logout", `{"users":[`, "", "", 400, "malformed_json"},
+		{"trailing data", "POST", "/v1/tenants/acme/logout", `{"all":true} {"all":true}`, "", "", 400, "malformed_json"},
+		{"unknown field", "POST", "/v1/tenants/acme/logout", `{"user":["alice"]}`, "", "", 400, "malformed_json"},
+		{"wrong type", "POST", "/v1/tenants/acme/logout", `{"users":"alice"}`, "", "", 400, "malformed_json"},
+		{"empty body", "POST", "/v1/tenants/acme/logout", ``, "", "", 400, "malformed_json"},
+		{"neither users nor all", "POST", "/v1/tenants/acme/logout", `{}`, "", "", 400, "bad_request"},
+		{"both users and all", "POST", "/v1/tenants/acme/logout", `{"users":["a"],"all":true}`, "", "", 400, "bad_request"},
+		{"set without users", "PUT", "/v1/tenants/acme/groups/site/members", `{}`, "", "", 400, "bad_request"},
+		{"form content type", "POST", "/v1/tenants/acme/logout", `all=true`, "application/x-www-form-urlencoded", "", 415, "unsupported_media_type"},
+		{"body too large", "POST", "/v1/tenants/acme/logout", big, "", "", 413, "body_too_large"},
+		{"too many users", "POST", "/v1/tenants/acme/logout", manyUsers, "", "", 413, "body_too_large"},
+		{"long reason", "POST", "/v1/tenants/acme/users/alice/logout", `{"reason":"` + strings.Repeat("r", 1025) + `"}`, "", "", 400, "bad_request"},
+		{"not a member", "DELETE", "/v1/tenants/acme/groups/site/members/bob", "", "", "", 404, "member_not_found"},
+		{"unknown session", "POST", "/v1/tenants/acme/sessions/nope/logout", "", "", "", 404, "session_not_found"},
+		{"session of another user", "POST", "/v1/tenants/acme/sessions", `{"session_id":"s1","user_id":"mallory","client":"web"}`, "", "", 409, "conflict"},
+		{"bad client kind", "POST", "/v1/tenants/acme/sessions", `{"session_id":"s2","user_id":"bob","client":"Web App"}`, "", "", 400, "bad_request"},
+		{"bad operation id", "GET", "/v1/operations/not-a-uuid", "", "", "", 400, "bad_request"},
+		{"unknown operation", "GET", "/v1/operations/0192f7a0-0000-7000-8000-000000000000", "", "", "", 404, "operation_not_found"},
+		{"unknown route", "POST", "/v1/tenants/acme/explode", "", "", "", 404, "not_found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var body io.Reader
+			if tt.body != "" {
+				body = strings.NewReader(tt.body)
+			}
+			req, _ := http.NewRequest(tt.method, "http://"+b.d.HTTPAddr+tt.path, body)
+			switch tt.auth {
+			case "":
+				req.Header.Set("Authorization", "Bearer "+token)
+			case "-":
+			default:
+				req.Header.Set("Authorization", tt.auth)
+			}
+			ct := tt.contentType
+			if ct == "" && tt.body != "" {
+				ct = "application/json"
+			}
+			if ct != "" {
+				req.Header.Set("Content-Type", ct)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want || !strings.Contains(string(got), `"error":"`+tt.wantCode+`"`) {
+				t.Errorf("%s %s: %d %s; want %d %s", tt.method, tt.path, resp.StatusCode, got, tt.want, tt.wantCode)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+				t.Errorf("content type %q, want application/problem+json", ct)
+			}
+		})
+	}
+	b.waitSynced(t)
+	after := takeSnapshot(t, b)
+	for table, n := range before.rows {
+		if after.rows[table] != n {
+			t.Errorf("table %s: %d rows before, %d after refused requests", table, n, after.rows[table])
+		}
+	}
+	if len(before.msgs) == 0 {
+		t.Fatal("the fixture published nothing; the stream check would be empty")
+	}
+	if fmt.Sprint(before.msgs) != fmt.Sprint(after.msgs) {
+		t.Errorf("streams changed:\nbefore %v\nafter  %v", before.msgs, after.msgs)
+	}
+}

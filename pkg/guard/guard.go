@@ -1,0 +1,396 @@
+// Package guard is the SDK that web and mobile backends embed to enforce
+// evict's logouts on every request.
+//
+// A Guard reads evict's revocation state from JetStream (stream
+// EVICT_STATE: the last not-before watermark of each tenant and user and
+// every revoked session), keeps it in memory, and answers "is this session
+// revoked?" without I/O, locks or allocation. It stays current through an
+// ordered consumer that resumes where it left off after a disconnection, and
+// it knows how fresh its state is from the relay's heartbeats: a heartbeat is
+// only sent once evict's outbox is empty, so the time of the last applied
+// heartbeat bounds what the guard may have missed.
+package guard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/pkg/guard/internal/revset"
+)
+
+// Errors returned by Check and Healthy. Branch on them with errors.Is.
+var (
+	// ErrSessionRevoked means the session was logged out; refuse it.
+	ErrSessionRevoked = errors.New("guard: session revoked")
+	// ErrStateStale means the guard has not been able to confirm its state
+	// for longer than Config.MaxStaleness (or has not loaded it yet) and the
+	// policy is FailClosed.
+	ErrStateStale = errors.New("guard: revocation state is stale")
+	// ErrNotReady is returned by Healthy before the initial state is loaded.
+	ErrNotReady = errors.New("guard: revocation state not loaded yet")
+)
+
+// Policy says what Check does while the state is stale.
+type Policy int
+
+const (
+	// FailOpen lets sessions through on the last known state while the guard
+	// is cut off from evict (counted in evict_guard_stale_checks_total). A
+	// NATS outage then degrades to "logouts apply late", not to an outage of
+	// the backend. This is the default.
+	FailOpen Policy = iota
+	// FailClosed refuses every session with ErrStateStale while the state is
+	// stale: no revoked session can slip through, at the price of
+	// availability.
+	FailClosed
+)
+
+// Session identifies a session to check.
+type Session struct {
+	Tenant string
+	User   string
+	ID     string
+	// IssuedAt is when the session was issued. Use the issued_at evict
+	// returned when the session was registered: it is on evict's clock, the
+	// clock of the logout watermarks.
+	IssuedAt time.Time
+}
+
+// Config configures a Guard.
+type Config struct {
+	// Conn is the NATS connection; required. The guard does not close it.
+	Conn *nats.Conn
+	// Tenants limits the state the guard loads to these tenants; empty
+	// loads every tenant the NATS credential may read.
+	Tenants []string
+	// MaxStaleness is how long the guard may go without a relay heartbeat
+	// before its state counts as stale. Default 30s.
+	MaxStaleness time.Duration
+	// WhenStale is the policy while the state is stale. Default FailOpen.
+	WhenStale Policy
+	// SessionMaxAge is the longest session lifetime; entries older than that
+	// are dropped from memory. It must not be shorter than evictd's
+	// EVICT_SESSION_MAX_AGE. Default 720h.
+	SessionMaxAge time.Duration
+	// OnRevocation, when set, is called on the guard's apply goroutine after
+	// each revocation is applied. It must not block.
+	OnRevocation func(events.Revocation)
+	// Registerer receives the guard's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Guard holds the revocation state in memory. Check, Middleware, Hold,
+// Ready and Healthy are safe for concurrent use.
+type Guard struct {
+	cfg   Config
+	log   *slog.Logger
+	set   *revset.Set
+	holds holds
+
+	ready     chan struct{}
+	readyOnce sync.Once
+	isReady   atomic.Bool
+	stale     atomic.Bool  // read on every Check; updated by a ticker
+	syncedAt  atomic.Int64 // unix nanos of the last heartbeat applied
+	appliedSq atomic.Uint64
+	lastPrune time.Time
+
+	metrics *metrics
+}
+
+// New returns a Guard for cfg. Call Run to load and follow the state.
+func New(cfg Config) (*Guard, error) {
+	if cfg.Conn == nil {
+		return nil, errors.New("guard: Config.Conn is required")
+	}
+	for _, t := range cfg.Tenants {
+		if err := events.CheckID("tenant", t); err != nil {
+			return nil, fmt.Errorf("guard: %w", err)
+		}
+	}
+	if cfg.MaxStaleness <= 0 {
+		cfg.MaxStaleness = 30 * time.Second
+	}
+	if cfg.SessionMaxAge <= 0 {
+		cfg.SessionMaxAge = 720 * time.Hour
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	g := &Guard{
+		cfg:   cfg,
+		log:   log.With("component", "guard"),
+		set:   revset.New(1024),
+		ready: make(chan struct{}),
+	}
+	g.holds.init()
+	g.stale.Store(true)
+	g.metrics = newMetrics(g, cfg.Registerer)
+	return g, nil
+}
+
+// Kinds of entries in the revocation set.
+const (
+	kindTenant  byte = 't'
+	kindUser    byte = 'u'
+	kindSession byte = 's'
+)
+
+// Check reports whether s may proceed: nil, ErrSessionRevoked, or (with
+// FailClosed, while the state is stale) ErrStateStale. It does no I/O and
+// no allocation.
+func (g *Guard) Check(s Session) error {
+	if g.stale.Load() {
+		if g.cfg.WhenStale == FailClosed {
+			return ErrStateStale
+		}
+		g.metrics.staleChecks.Inc()
+	}
+	if g.revoked(s.Tenant, s.User, s.ID, s.IssuedAt.UnixNano()) {
+		return ErrSessionRevoked
+	}
+	return nil
+}
+
+// revoked is the state lookup behind Check. A watermark revokes sessions
+// issued at or before it; watermarks are stored rounded up to the end of
+// their microsecond, the precision of evict's timestamps.
+func (g *Guard) revoked(tenant, user, session string, issued int64) bool {
+	if _, ok := g.set.Get(kindSession, tenant, session); ok {
+		return true
+	}
+	if nb, ok := g.set.Get(kindUser, tenant, user); ok && issued <= nb {
+		return true
+	}
+	if nb, ok := g.set.Get(kindTenant, tenant, ""); ok && issued <= nb {
+		return true
+	}
+	return false
+}
+
+// Ready is closed once the complete state present at start has been loaded.
+func (g *Guard) Ready() <-chan struct{} { return g.ready }
+
+// Healthy is nil when the state is loaded and fresh; ErrNotReady or
+// ErrStateStale otherwise. Use it for the holder's readiness probe.
+func (g *Guard) Healthy() error {
+	switch {
+	case !g.isReady.Load():
+		return ErrNotReady
+	case g.stale.Load():
+		return ErrStateStale
+	}
+	return nil
+}
+
+// StateAge is the time since the last heartbeat the guard applied: every
+// revocation committed before that moment is in its state.
+func (g *Guard) StateAge() time.Duration {
+	s := g.syncedAt.Load()
+	if s == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, s))
+}
+
+// Entries is the number of revocation entries held.
+func (g *Guard) Entries() int { return g.set.Len() }
+
+// AppliedSequence is the EVICT_STATE stream sequence of the last message applied.
+func (g *Guard) AppliedSequence() uint64 { return g.appliedSq.Load() }
+
+// Run loads the state and follows it until ctx ends; it returns nil then.
+// It waits for the EVICT_STATE stream to exist.
+func (g *Guard) Run(ctx context.Context) error {
+	js, err := jetstream.New(g.cfg.Conn)
+	if err != nil {
+		return fmt.Errorf("guard: %w", err)
+	}
+	filters := []string{events.StatePrefix + ">"}
+	if len(g.cfg.Tenants) > 0 {
+		filters = []string{events.HeartbeatSubject}
+		for _, t := range g.cfg.Tenants {
+			f, err := events.TenantStateFilter(t)
+			if err != nil {
+				return fmt.Errorf("guard: %w", err)
+			}
+			filters = append(filters, f)
+		}
+	}
+	var stream jetstream.Stream
+	for {
+		stream, err = js.Stream(ctx, events.StateStream)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		g.log.WarnContext(ctx, "waiting for the state stream", "stream", events.StateStream, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: filters,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("guard: consumer: %w", err)
+	}
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+		g.markReady()
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return fmt.Errorf("guard: consume: %w", err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		g.watchStaleness(ctx)
+	}()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer wg.Wait()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			g.log.WarnContext(ctx, "state consumer", "err", err)
+			continue
+		}
+		g.apply(msg)
+	}
+}
+
+// apply is the single writer of the revocation set.
+func (g *Guard) apply(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		g.log.Warn("state message without metadata", "subject", msg.Subject(), "err", err)
+		return
+	}
+	now := time.Now()
+	if msg.Subject() == events.HeartbeatSubject {
+		var hb struct {
+			Time time.Time `json:"time"`
+		}
+		if err := json.Unmarshal(msg.Data(), &hb); err == nil {
+			// The heartbeat's time is evict's clock; never trust it past ours.
+			at := min(hb.Time.UnixNano(), now.UnixNano())
+			if at > g.syncedAt.Load() {
+				g.syncedAt.Store(at)
+			}
+		}
+		if now.Sub(g.lastPrune) > time.Minute {
+			g.lastPrune = now
+			g.set.Prune(now.Add(-g.cfg.SessionMaxAge).UnixNano())
+		}
+	} else {
+		g.applyRevocation(msg, now)
+	}
+	g.appliedSq.Store(meta.Sequence.Stream)
+	g.metrics.applied.Inc()
+	if meta.NumPending == 0 {
+		g.markReady()
+		g.updateStaleness(now)
+	}
+}
+
+func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
+	r, err := events.DecodeRevocation(msg.Data())
+	if err != nil {
+		if !errors.Is(err, events.ErrUnknownType) {
+			g.log.Warn("undecodable state message skipped", "subject", msg.Subject(), "err", err)
+		}
+		return
+	}
+	if r.Subject() != msg.Subject() {
+		// Subject permissions are what NATS enforces; data that names
+		// another entry than its subject is refused.
+		g.log.Warn("state message whose data does not match its subject skipped", "subject", msg.Subject(), "data_subject", r.Subject())
+		return
+	}
+	var kind byte
+	v := r.At.UnixNano()
+	switch r.Kind {
+	case events.KindTenant:
+		kind, v = kindTenant, v+999
+	case events.KindUser:
+		kind, v = kindUser, v+999
+	case events.KindSession:
+		kind = kindSession
+	}
+	if !g.set.Max(kind, r.Tenant, r.ID, v) {
+		return
+	}
+	if g.isReady.Load() {
+		g.metrics.propagation.Observe(now.Sub(r.EventTime).Seconds())
+	}
+	g.holds.revoke(kind, r.Tenant, r.ID, v)
+	if g.cfg.OnRevocation != nil {
+		g.cfg.OnRevocation(r)
+	}
+}
+
+func (g *Guard) markReady() {
+	g.readyOnce.Do(func() {
+		g.isReady.Store(true)
+		close(g.ready)
+		g.log.Info("revocation state loaded", "entries", g.set.Len(), "sequence", g.appliedSq.Load())
+	})
+}
+
+func (g *Guard) updateStaleness(now time.Time) {
+	synced := g.syncedAt.Load()
+	stale := !g.isReady.Load() || synced == 0 || now.Sub(time.Unix(0, synced)) > g.cfg.MaxStaleness
+	if g.stale.Swap(stale) != stale {
+		if stale {
+			g.log.Warn("revocation state is stale", "age", g.StateAge(), "policy", g.cfg.WhenStale)
+		} else {
+			g.log.Info("revocation state is fresh")
+		}
+	}
+}
+
+// watchStaleness keeps the stale flag current so that Check reads one
+// atomic instead of the clock.
+func (g *Guard) watchStaleness(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			g.updateStaleness(now)
+		}
+	}
+}
+
+func (p Policy) String() string {
+	if p == FailClosed {
+		return "fail_closed"
+	}
+	return "fail_open"
+}

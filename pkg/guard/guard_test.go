@@ -1,0 +1,399 @@
+package guard_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/bus"
+	"github.com/evict-dev/evict/internal/testenv"
+	"github.com/evict-dev/evict/pkg/guard"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// publisher plays evict's relay: it writes state events to EVICT_STATE.
+type publisher struct {
+	t   testing.TB
+	js  jetstream.JetStream
+	url string
+	n   int
+}
+
+func newPublisher(t testing.TB) *publisher {
+	t.Helper()
+	ns := testenv.NATS(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.EnsureStreams(context.Background(), js, bus.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	return &publisher{t: t, js: js, url: ns.ClientURL()}
+}
+
+func (p *publisher) publish(subject string, ev any) {
+	p.t.Helper()
+	b, err := json.Marshal(ev)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if _, err := p.js.PublishAsync(subject, b); err != nil {
+		p.t.Fatal(err)
+	}
+	p.n++
+	if p.n%4096 == 0 {
+		p.flush()
+	}
+}
+
+func (p *publisher) flush() {
+	p.t.Helper()
+	select {
+	case <-p.js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		p.t.Fatal("publish acks not received")
+	}
+}
+
+func (p *publisher) user(tenant, user string, nb time.Time) {
+	subj, err := events.UserStateSubject(tenant, user)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.publish(subj, events.New(fmt.Sprint("e", p.n), events.TypeUserRevoked, tenant, "users/"+user, nb,
+		events.UserRevoked{Tenant: tenant, User: user, NotBefore: nb, OperationID: "op", Cause: events.CauseLogout}))
+}
+
+func (p *publisher) tenant(tenant string, nb time.Time) {
+	subj, _ := events.TenantStateSubject(tenant)
+	p.publish(subj, events.New(fmt.Sprint("e", p.n), events.TypeTenantRevoked, tenant, "tenant", nb,
+		events.TenantRevoked{Tenant: tenant, NotBefore: nb, OperationID: "op", Cause: events.CauseTenantLogout}))
+}
+
+func (p *publisher) session(tenant, session string, at time.Time) {
+	subj, _ := events.SessionStateSubject(tenant, session)
+	p.publish(subj, events.New(fmt.Sprint("e", p.n), events.TypeSessionRevoked, tenant, "sessions/"+session, at,
+		events.SessionRevoked{Tenant: tenant, Session: session, RevokedAt: at, OperationID: "op", Cause: events.CauseLogout}))
+}
+
+func (p *publisher) heartbeat() {
+	ev := events.New(fmt.Sprint("hb", p.n), events.TypeHeartbeat, "", "", time.Now(), events.Heartbeat{Instance: "test"})
+	p.publish(events.HeartbeatSubject, ev)
+	p.flush()
+}
+
+// start runs a guard connected to url until the test ends and waits for it
+// to be ready.
+func start(t testing.TB, url string, cfg guard.Config) *guard.Guard {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Conn = nc
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
+	g, err := guard.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("guard Run: %v", err)
+		}
+		nc.Close()
+	})
+	select {
+	case <-g.Ready():
+	case <-time.After(60 * time.Second):
+		t.Fatal("guard not ready")
+	}
+	return g
+}
+
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	p := newPublisher(t)
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 123456000, time.UTC) // microsecond precision, like PostgreSQL
+	p.user("acme", "alice", t0)
+	p.tenant("wide", t0)
+	p.session("acme", "stolen", t0)
+	// Data naming another tenant than its subject: a publisher allowed on
+	// "attacker" subjects must not revoke a "victim" session.
+	p.publish("evict.state.attacker.user.alice", events.New("forged", events.TypeUserRevoked, "victim", "users/alice", t0,
+		events.UserRevoked{Tenant: "victim", User: "alice", NotBefore: t0, OperationID: "op", Cause: events.CauseLogout}))
+	p.heartbeat()
+	g := start(t, p.url, guard.Config{})
+
+	tests := []struct {
+		name string
+		s    guard.Session
+		want error
+	}{
+		{"issued before the user's logout", guard.Session{"acme", "alice", "s1", t0.Add(-time.Hour)}, guard.ErrSessionRevoked},
+		{"issued at the logout's microsecond", guard.Session{"acme", "alice", "s1", t0}, guard.ErrSessionRevoked},
+		{"issued later in the same microsecond", guard.Session{"acme", "alice", "s1", t0.Add(999 * time.Nanosecond)}, guard.ErrSessionRevoked},
+		{"issued the next microsecond", guard.Session{"acme", "alice", "s1", t0.Add(time.Microsecond)}, nil},
+		{"another user of the tenant", guard.Session{"acme", "bob", "s2", t0.Add(-time.Hour)}, nil},
+		{"same user in another tenant", guard.Session{"other", "alice", "s1", t0.Add(-time.Hour)}, nil},
+		{"tenant-wide logout, old session", guard.Session{"wide", "anyone", "s3", t0.Add(-time.Second)}, guard.ErrSessionRevoked},
+		{"tenant-wide logout, new session", guard.Session{"wide", "anyone", "s3", t0.Add(time.Second)}, nil},
+		{"revoked session, whenever issued", guard.Session{"acme", "carol", "stolen", t0.Add(time.Hour)}, guard.ErrSessionRevoked},
+		{"revoked session id in another tenant", guard.Session{"other", "carol", "stolen", t0.Add(-time.Hour)}, nil},
+		{"user id equal to a session id", guard.Session{"acme", "stolen", "fine", t0.Add(-time.Hour)}, nil},
+		{"forged data on another tenant's subject", guard.Session{"victim", "alice", "v1", t0.Add(-time.Hour)}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := g.Check(tt.s); !errors.Is(got, tt.want) || (tt.want == nil && got != nil) {
+				t.Errorf("Check(%+v) = %v, want %v", tt.s, got, tt.want)
+			}
+		})
+	}
+	if g.Entries() != 3 {
+		t.Errorf("Entries() = %d, want 3", g.Entries())
+	}
+	if err := g.Healthy(); err != nil {
+		t.Errorf("Healthy() = %v after a fresh heartbeat", err)
+	}
+}
+
+func TestWatermarksOnlyRise(t *testing.T) {
+	p := newPublisher(t)
+	t0 := time.Now().Truncate(time.Microsecond)
+	p.heartbeat()
+	g := start(t, p.url, guard.Config{})
+	s := guard.Session{"acme", "alice", "s", t0.Add(-time.Minute)}
+	p.user("acme", "alice", t0)
+	p.flush()
+	eventually(t, "revocation", func() bool { return g.Check(s) != nil })
+	// An older watermark for the same user (evict's relay never publishes
+	// one, but a guard must not depend on that for the state it holds).
+	p.user("acme", "alice", t0.Add(-time.Hour))
+	p.heartbeat()
+	eventually(t, "both applied", func() bool { return g.AppliedSequence() >= 4 })
+	if err := g.Check(s); !errors.Is(err, guard.ErrSessionRevoked) {
+		t.Errorf("a late, older watermark lowered the newer one: %v", err)
+	}
+}
+
+func TestColdStartWithOneHundredThousandRevocations(t *testing.T) {
+	p := newPublisher(t)
+	nb := time.Now().Truncate(time.Microsecond)
+	const n = 100_000
+	for i := 0; i < n; i++ {
+		p.user("big", fmt.Sprintf("u%06d", i), nb)
+	}
+	p.heartbeat()
+	g := start(t, p.url, guard.Config{Tenants: []string{"big"}})
+	// Ready means loaded: no waiting after it.
+	if got := g.Entries(); got != n {
+		t.Fatalf("ready with %d entries, want %d", got, n)
+	}
+	for i := 0; i < n; i++ {
+		s := guard.Session{"big", fmt.Sprintf("u%06d", i), "s", nb.Add(-time.Second)}
+		if !errors.Is(g.Check(s), guard.ErrSessionRevoked) {
+			t.Fatalf("user %d not revoked after ready", i)
+		}
+	}
+}
+
+func TestCatchUpAfterDisconnection(t *testing.T) {
+	p := newPublisher(t)
+	p.heartbeat()
+	proxy := testenv.NewProxy(t, strings.TrimPrefix(p.url, "nats://"))
+	g := start(t, "nats://"+proxy.Addr(), guard.Config{MaxStaleness: 300 * time.Millisecond, WhenStale: guard.FailClosed})
+
+	proxy.Cut()
+	nb := time.Now().Truncate(time.Microsecond)
+	const n = 10_000
+	for i := 0; i < n; i++ {
+		p.user("acme", fmt.Sprintf("u%05d", i), nb)
+	}
+	p.heartbeat()
+	// Cut off, the guard cannot vouch for its state: fail closed refuses.
+	eventually(t, "stale state while disconnected", func() bool {
+		return errors.Is(g.Check(guard.Session{"acme", "someone", "s", nb}), guard.ErrStateStale)
+	})
+	proxy.Restore()
+	// The relay beats every second; here the test beats until the guard,
+	// having applied everything before the latest beat, is fresh again.
+	var beat time.Time
+	eventually(t, "catch-up to a fresh state", func() bool {
+		if time.Since(beat) > 50*time.Millisecond {
+			p.heartbeat()
+			beat = time.Now()
+		}
+		return g.Healthy() == nil
+	})
+	if g.Entries() != n {
+		t.Fatalf("fresh with %d entries, want %d", g.Entries(), n)
+	}
+	for i := 0; i < n; i++ {
+		s := guard.Session{"acme", fmt.Sprintf("u%05d", i), "s", nb.Add(-time.Second)}
+		if !errors.Is(g.Check(s), guard.ErrSessionRevoked) {
+			t.Fatalf("user %d not revoked after catch-up", i)
+		}
+	}
+}
+
+func TestStalePolicy(t *testing.T) {
+	p := newPublisher(t)
+	nb := time.Now().Truncate(time.Microsecond)
+	p.user("acme", "alice", nb)
+	p.flush() // no heartbeat: nothing vouches for the state
+	tests := []struct {
+		policy    guard.Policy
+		valid     error
+		revoked   error
+		healthErr error
+	}{
+		{guard.FailOpen, nil, guard.ErrSessionRevoked, guard.ErrStateStale},
+		{guard.FailClosed, guard.ErrStateStale, guard.ErrStateStale, guard.ErrStateStale},
+	}
+	for _, tt := range tests {
+		t.Run(tt.policy.String(), func(t *testing.T) {
+			g := start(t, p.url, guard.Config{WhenStale: tt.policy})
+			eventually(t, "stale flag", func() bool { return g.Healthy() != nil })
+			if got := g.Check(guard.Session{"acme", "bob", "s", nb}); !errors.Is(got, tt.valid) || (tt.valid == nil && got != nil) {
+				t.Errorf("valid session: %v, want %v", got, tt.valid)
+			}
+			if got := g.Check(guard.Session{"acme", "alice", "s", nb}); !errors.Is(got, tt.revoked) {
+				t.Errorf("revoked session: %v, want %v", got, tt.revoked)
+			}
+			if got := g.Healthy(); !errors.Is(got, tt.healthErr) {
+				t.Errorf("Healthy() = %v, want %v", got, tt.healthErr)
+			}
+		})
+	}
+}
+
+func TestMiddleware(t *testing.T) {
+	p := newPublisher(t)
+	nb := time.Now().Truncate(time.Microsecond)
+	p.user("acme", "alice", nb)
+	p.heartbeat()
+	g := start(t, p.url, guard.Config{})
+	sessions := map[string]guard.Session{
+		"alice": {"acme", "alice", "a", nb.Add(-time.Minute)},
+		"bob":   {"acme", "bob", "b", nb.Add(-time.Minute)},
+	}
+	h := g.Middleware(func(r *http.Request) (guard.Session, bool) {
+		s, ok := sessions[r.Header.Get("X-User")]
+		return s, ok
+	})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := guard.SessionFrom(r.Context())
+		fmt.Fprint(w, "hello "+s.User)
+	}))
+	tests := []struct {
+		user       string
+		wantStatus int
+		wantBody   string
+	}{
+		{"alice", http.StatusUnauthorized, `"error":"session_revoked"`},
+		{"bob", http.StatusOK, "hello bob"},
+		{"", http.StatusOK, "hello "},
+	}
+	for _, tt := range tests {
+		t.Run("user="+tt.user, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			req.Header.Set("X-User", tt.user)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.wantStatus || !strings.Contains(rec.Body.String(), tt.wantBody) {
+				t.Errorf("got %d %q, want %d containing %q", rec.Code, rec.Body.String(), tt.wantStatus, tt.wantBody)
+			}
+			if tt.wantStatus == http.StatusUnauthorized && rec.Header().Get("Content-Type") != "application/json" {
+				t.Errorf("refusal content type %q", rec.Header().Get("Content-Type"))
+			}
+		})
+	}
+}
+
+func TestHoldEndsLiveConnections(t *testing.T) {
+	p := newPublisher(t)
+	p.heartbeat()
+	g := start(t, p.url, guard.Config{})
+	issued := time.Now().Add(-time.Minute)
+	alice, release := g.Hold(context.Background(), guard.Session{"acme", "alice", "a1", issued})
+	defer release()
+	bob, releaseBob := g.Hold(context.Background(), guard.Session{"acme", "bob", "b1", issued})
+	defer releaseBob()
+	sess, releaseSess := g.Hold(context.Background(), guard.Session{"acme", "carol", "c1", issued})
+	defer releaseSess()
+
+	p.user("acme", "alice", time.Now())
+	p.session("acme", "c1", time.Now())
+	p.flush()
+	for name, ctx := range map[string]context.Context{"alice": alice, "carol's session": sess} {
+		select {
+		case <-ctx.Done():
+			if !errors.Is(context.Cause(ctx), guard.ErrSessionRevoked) {
+				t.Errorf("%s: cause %v, want ErrSessionRevoked", name, context.Cause(ctx))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s's live connection was not ended", name)
+		}
+	}
+	p.heartbeat()
+	eventually(t, "heartbeat", func() bool { return g.StateAge() < time.Second })
+	if bob.Err() != nil {
+		t.Errorf("bob's connection ended: %v", context.Cause(bob))
+	}
+	// A hold taken on an already revoked session ends at once.
+	late, releaseLate := g.Hold(context.Background(), guard.Session{"acme", "alice", "a2", issued})
+	defer releaseLate()
+	if !errors.Is(context.Cause(late), guard.ErrSessionRevoked) {
+		t.Errorf("hold on a revoked session: cause %v", context.Cause(late))
+	}
+}
+
+func TestCheckDoesNotAllocate(t *testing.T) {
+	p := newPublisher(t)
+	for i := 0; i < 1000; i++ {
+		p.user("acme", fmt.Sprintf("u%d", i), time.Now())
+	}
+	p.heartbeat()
+	g := start(t, p.url, guard.Config{})
+	hit := guard.Session{"acme", "u7", "s", time.Now().Add(-time.Hour)}
+	miss := guard.Session{"acme", "nobody", "s", time.Now()}
+	for name, s := range map[string]guard.Session{"hit": hit, "miss": miss} {
+		if n := testing.AllocsPerRun(1000, func() { _ = g.Check(s) }); n != 0 {
+			t.Errorf("%s: Check allocates %.1f times per call", name, n)
+		}
+	}
+}

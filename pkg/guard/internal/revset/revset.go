@@ -1,0 +1,248 @@
+package revset
+
+import (
+	"hash/maphash"
+	"math"
+	"math/bits"
+	"sync/atomic"
+	"unsafe"
+)
+
+// minSlots is the smallest slot array; below it the table's fixed overhead
+// dominates anyway.
+const minSlots = 16
+
+// Set maps (kind, tenant, id) to an int64, normally a unix time in
+// nanoseconds.
+//
+// A Set has exactly one writer and any number of readers. [Set.Get] and
+// [Set.Len] may be called from any goroutine at any time, concurrently with
+// each other and with the writer. [Set.Max] and [Set.Prune] must only be
+// called from one goroutine at a time (the writer); calling them concurrently
+// corrupts the table. Readers never block and never see a key that was not
+// stored; they may see an update by the writer slightly late.
+//
+// The zero value is not usable; call [New].
+type Set struct {
+	tab   atomic.Pointer[table]
+	floor int // slot count never to shrink below, from New's sizeHint
+
+	// Seeds for the two key hashes, one per key part so that no
+	// concatenation can be ambiguous. They are fixed after New.
+	seedT1, seedI1, seedT2, seedI2 maphash.Seed
+
+	// The writer stores n on every insert: the padding keeps it off the
+	// cache line that every Get reads (tab and the seeds).
+	_ [64]byte
+	n atomic.Int64 // entries; may lag the table by the writer's current call
+}
+
+// table is an open-addressing hash table with linear probing. Once a slot's
+// k1 is set it never changes in this table: deleting and resizing build a
+// new table, so a reader holding an old one still probes a consistent array.
+type table struct {
+	slots []slot
+	mask  uint64 // len(slots)-1; len(slots) is a power of two
+}
+
+// slot holds one entry. k1 is the probe hash and is never 0 for an entry, so
+// 0 marks an empty slot; k2 is an independent hash that confirms a k1 match.
+// The writer stores v, then k2, then k1, so a reader that sees k1 also sees
+// the k2 and v stored before it.
+type slot struct {
+	k1 atomic.Uint64
+	k2 atomic.Uint64
+	v  atomic.Int64
+}
+
+// New returns an empty Set with room for sizeHint entries before it has to
+// grow. A sizeHint of 0 or less gives a small table that grows as needed.
+func New(sizeHint int) *Set {
+	s := &Set{
+		seedT1: maphash.MakeSeed(),
+		seedI1: maphash.MakeSeed(),
+		seedT2: maphash.MakeSeed(),
+		seedI2: maphash.MakeSeed(),
+	}
+	s.floor = slotsFor(sizeHint)
+	s.tab.Store(newTable(s.floor))
+	return s
+}
+
+// Get returns the value for the key and whether it is present. Safe for
+// concurrent use with one writer and other readers. Zero allocations.
+func (s *Set) Get(kind byte, tenant, id string) (int64, bool) {
+	t := s.tab.Load()
+	h1 := s.hash1(kind, tenant, id)
+	var h2 uint64
+	have2 := false
+	// The load factor is at most 1/2, so the probe meets an empty slot.
+	for i := h1 & t.mask; ; i = (i + 1) & t.mask {
+		sl := &t.slots[i]
+		k := sl.k1.Load()
+		if k == h1 {
+			// The second hash is paid for only on a k1 match, which
+			// is rare except for keys that are present.
+			if !have2 {
+				h2, have2 = s.hash2(kind, tenant, id), true
+			}
+			if sl.k2.Load() == h2 {
+				return sl.v.Load(), true
+			}
+		} else if k == 0 {
+			return 0, false
+		}
+	}
+}
+
+// Max stores v for the key if the key is absent or holds a smaller value.
+// Writer only. Reports whether the stored value changed.
+func (s *Set) Max(kind byte, tenant, id string, v int64) bool {
+	t := s.tab.Load()
+	h1 := s.hash1(kind, tenant, id)
+	h2 := s.hash2(kind, tenant, id)
+	i := h1 & t.mask
+	for {
+		sl := &t.slots[i]
+		k := sl.k1.Load()
+		if k == 0 {
+			break
+		}
+		if k == h1 && sl.k2.Load() == h2 {
+			if sl.v.Load() >= v {
+				return false
+			}
+			sl.v.Store(v)
+			return true
+		}
+		i = (i + 1) & t.mask
+	}
+	// Absent. Grow first if this entry would take the load past 1/2, so
+	// that every probe, the readers' included, ends at an empty slot.
+	n := int(s.n.Load()) + 1
+	if n > len(t.slots)/2 {
+		t = t.copyInto(newTable(len(t.slots)*2), math.MinInt64)
+		s.tab.Store(t)
+		i = t.free(h1)
+	}
+	sl := &t.slots[i]
+	sl.v.Store(v)
+	sl.k2.Store(h2)
+	sl.k1.Store(h1) // publishes the entry
+	s.n.Store(int64(n))
+	return true
+}
+
+// Len is the number of entries. Safe for concurrent use.
+func (s *Set) Len() int {
+	return int(s.n.Load())
+}
+
+// Prune removes every entry whose value is < before (entries older than the
+// longest session lifetime are useless) and returns how many it removed.
+// Writer only. Readers keep working during a prune: they use the old table
+// until the pruned one replaces it, so they may still find a pruned entry
+// for a moment, never miss a kept one.
+func (s *Set) Prune(before int64) int {
+	t := s.tab.Load()
+	kept := 0
+	for i := range t.slots {
+		sl := &t.slots[i]
+		if sl.k1.Load() != 0 && sl.v.Load() >= before {
+			kept++
+		}
+	}
+	removed := int(s.n.Load()) - kept
+	if removed == 0 {
+		return 0 // nothing to do; spare the copy
+	}
+	// Deleting in place would have to move entries under the readers'
+	// feet (or leave tombstones), so build a fresh table, sized for what
+	// is left, and swap it in.
+	nt := newTable(max(s.floor, slotsFor(kept)))
+	s.tab.Store(t.copyInto(nt, before))
+	s.n.Store(int64(kept))
+	return removed
+}
+
+// SizeBytes is the memory held by the table's slots.
+func (s *Set) SizeBytes() int {
+	return len(s.tab.Load().slots) * int(unsafe.Sizeof(slot{}))
+}
+
+// slotsFor returns the slot count that holds n entries at a load of at most
+// 1/2: the smallest power of two >= 2n, and at least minSlots.
+func slotsFor(n int) int {
+	if n <= minSlots/2 {
+		return minSlots
+	}
+	return 1 << bits.Len(uint(2*n-1))
+}
+
+func newTable(n int) *table {
+	return &table{slots: make([]slot, n), mask: uint64(n - 1)}
+}
+
+// free returns the index of the empty slot where the probe for h1 ends. The
+// writer calls it on a table that does not hold h1's key.
+func (t *table) free(h1 uint64) uint64 {
+	i := h1 & t.mask
+	for t.slots[i].k1.Load() != 0 {
+		i = (i + 1) & t.mask
+	}
+	return i
+}
+
+// copyInto inserts t's entries whose value is >= before into the empty table
+// nt, which no reader can see yet, and returns nt. k1 is the stored probe
+// hash, so nothing is rehashed.
+func (t *table) copyInto(nt *table, before int64) *table {
+	for i := range t.slots {
+		sl := &t.slots[i]
+		h1 := sl.k1.Load()
+		if h1 == 0 {
+			continue
+		}
+		v := sl.v.Load()
+		if v < before {
+			continue
+		}
+		d := &nt.slots[nt.free(h1)]
+		d.v.Store(v)
+		d.k2.Store(sl.k2.Load())
+		d.k1.Store(h1)
+	}
+	return nt
+}
+
+// Multipliers from wyhash; any odd constants with well-spread bits work.
+const (
+	mixK = 0xa0761d6478bd642f
+	mixB = 0xe7037ed1a0b428db
+)
+
+// hash1 is the probe hash of a key. It is never 0, which marks an empty slot.
+func (s *Set) hash1(kind byte, tenant, id string) uint64 {
+	h := mix(maphash.String(s.seedT1, tenant), maphash.String(s.seedI1, id), kind)
+	if h == 0 {
+		h = 1
+	}
+	return h
+}
+
+// hash2 is the confirming hash of a key, independent of hash1 because every
+// seed differs. A false match needs hash1 and hash2 to collide together.
+func (s *Set) hash2(kind byte, tenant, id string) uint64 {
+	return mix(maphash.String(s.seedT2, tenant), maphash.String(s.seedI2, id), kind)
+}
+
+// mix folds the hashes of the tenant and the id, and the kind, into one
+// 64-bit hash. Hashing the parts separately keeps ("a", "bc") and ("ab", "c")
+// apart with no separator, and it is the fastest way measured that does not
+// allocate: two maphash.String calls take half the time of a maphash.Hash on
+// the stack fed the three parts, and a third of maphash.Comparable on a
+// struct key.
+func mix(t, id uint64, kind byte) uint64 {
+	hi, lo := bits.Mul64(t^((uint64(kind)+1)*mixK), id^mixB)
+	return hi ^ lo
+}

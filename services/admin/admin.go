@@ -1,0 +1,303 @@
+// Package admin is evict's admin API: the HTTP front door through which admin
+// portals, directory sync and the CLI change memberships and log users out.
+// Every command is one PostgreSQL transaction that records the change, an
+// operation, an audit row and the outbox rows of its events; the relay
+// publishes those to JetStream.
+package admin
+
+import (
+	"crypto/subtle"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxBodyBytes = 16 << 20 // 100,000 identifiers of 128 bytes fit
+	DefaultMaxBulkUsers = 100_000
+)
+
+// Config configures the admin API.
+type Config struct {
+	// Pool is the PostgreSQL pool; required.
+	Pool *pgxpool.Pool
+	// AdminToken is the bootstrap bearer token; required.
+	AdminToken string
+	// MaxBodyBytes limits request bodies; larger ones get 413. Default 16 MiB.
+	MaxBodyBytes int64
+	// MaxBulkUsers limits the users of one bulk command. Default 100,000.
+	MaxBulkUsers int
+	// Registerer receives the API's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Ready reports whether the service can take commands (database and
+	// NATS reachable); nil means always ready.
+	Ready func(*http.Request) error
+}
+
+// Server serves the admin API.
+type Server struct {
+	pool    *pgxpool.Pool
+	token   []byte
+	maxBody int64
+	maxBulk int
+	log     *slog.Logger
+	ready   func(*http.Request) error
+	metrics *metrics
+	mux     *http.ServeMux
+	handler http.Handler
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Pool == nil {
+		return nil, errors.New("admin: Config.Pool is required")
+	}
+	if cfg.AdminToken == "" {
+		return nil, errors.New("admin: Config.AdminToken is required")
+	}
+	s := &Server{
+		pool:    cfg.Pool,
+		token:   []byte(cfg.AdminToken),
+		maxBody: cfg.MaxBodyBytes,
+		maxBulk: cfg.MaxBulkUsers,
+		log:     cfg.Logger,
+		ready:   cfg.Ready,
+		metrics: newMetrics(cfg.Registerer),
+		mux:     http.NewServeMux(),
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.maxBulk <= 0 {
+		s.maxBulk = DefaultMaxBulkUsers
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.routes()
+	s.handler = s.instrument(s.mux)
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// handlerFunc is a handler that returns its error instead of writing it, so
+// that errors become statuses in one place.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) routes() {
+	auth := func(pattern string, h handlerFunc) {
+		s.mux.Handle(pattern, s.authenticated(h))
+	}
+	open := func(pattern string, h handlerFunc) {
+		s.mux.Handle(pattern, s.wrap(h))
+	}
+	open("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return nil
+	})
+	open("GET /readyz", s.readyz)
+	open("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		_, err := w.Write(openAPI)
+		return err
+	})
+
+	auth("PUT /v1/tenants/{tenant}", s.putTenant)
+	auth("GET /v1/tenants/{tenant}", s.getTenant)
+
+	auth("PUT /v1/tenants/{tenant}/groups/{group}/members/{user}", s.addMember)
+	auth("DELETE /v1/tenants/{tenant}/groups/{group}/members/{user}", s.removeMember)
+	auth("PUT /v1/tenants/{tenant}/groups/{group}/members", s.setMembers)
+	auth("GET /v1/tenants/{tenant}/groups/{group}/members", s.listMembers)
+
+	auth("POST /v1/tenants/{tenant}/users/{user}/logout", s.logoutUser)
+	auth("POST /v1/tenants/{tenant}/users/{user}/access-changed", s.accessChanged)
+	auth("POST /v1/tenants/{tenant}/sessions/{session}/logout", s.logoutSession)
+	auth("POST /v1/tenants/{tenant}/logout", s.logoutTenant)
+
+	auth("POST /v1/tenants/{tenant}/sessions", s.registerSession)
+	auth("GET /v1/tenants/{tenant}/sessions/{session}", s.getSession)
+	auth("DELETE /v1/tenants/{tenant}/sessions/{session}", s.endSession)
+
+	auth("GET /v1/operations/{id}", s.getOperation)
+
+	s.mux.Handle("/", s.wrap(func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusNotFound, CodeNotFound, "no route for %s %s", r.Method, r.URL.Path)
+	}))
+}
+
+//go:embed openapi.json
+var openAPI []byte
+
+func (s *Server) wrap(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// principal is who made a request; it is recorded as the actor of commands.
+type principal struct {
+	name string
+}
+
+type principalKey struct{}
+
+func (s *Server) authenticated(h handlerFunc) http.Handler {
+	return s.wrap(func(w http.ResponseWriter, r *http.Request) error {
+		// The scheme is case-insensitive (RFC 9110, section 11.1).
+		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="evict"`)
+			return errorf(http.StatusUnauthorized, CodeUnauthorized, "missing bearer token")
+		}
+		if subtle.ConstantTimeCompare([]byte(token), s.token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="evict", error="invalid_token"`)
+			return errorf(http.StatusUnauthorized, CodeUnauthorized, "invalid bearer token")
+		}
+		return h(w, r.WithContext(withPrincipal(r.Context(), principal{name: "bootstrap"})))
+	})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if s.ready != nil {
+		if err := s.ready(r); err != nil {
+			// The probe is unauthenticated: the details (hosts, users) go
+			// to the log, not to the caller.
+			s.log.WarnContext(r.Context(), "not ready", "err", err)
+			return errorf(http.StatusServiceUnavailable, CodeServiceUnavailable, "a dependency (PostgreSQL or NATS) is unreachable")
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+// decode reads a JSON request body into v: the content type must be JSON,
+// the body at most maxBody bytes, with no unknown fields and nothing after
+// the value. A typo in a field name must not turn "log out these users"
+// into "log out nobody".
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "content type %q is not JSON", ct)
+		}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		if errors.Is(err, io.EOF) {
+			return &apiError{status: http.StatusBadRequest, code: CodeMalformedJSON, message: "request body is empty", cause: errEmptyBody}
+		}
+		return &apiError{status: http.StatusBadRequest, code: CodeMalformedJSON, message: "malformed JSON: " + err.Error(), cause: err}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return errorf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON: unexpected data after the JSON value")
+	}
+	return nil
+}
+
+// errEmptyBody is the cause of decode's error for a body with no JSON value.
+var errEmptyBody = errors.New("empty body")
+
+// decodeOptional is decode for commands whose body may be empty.
+func (s *Server) decodeOptional(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	if err := s.decode(w, r, v); !errors.Is(err, errEmptyBody) {
+		return err
+	}
+	return nil
+}
+
+// statusRecorder captures the status for metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		route := r.Pattern
+		if route == "" || route == "/" {
+			route = "unmatched"
+		}
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		s.metrics.requests.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
+		s.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	commands *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evict_http_requests_total",
+			Help: "Admin API requests by route pattern and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "evict_http_request_duration_seconds",
+			Help:    "Admin API request duration by route pattern.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route"}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evict_commands_total",
+			Help: "Commands accepted (committed) by kind.",
+		}, []string{"kind"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.duration, m.commands)
+	}
+	return m
+}

@@ -1,0 +1,277 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/evict-dev/evict/events"
+)
+
+// NotifyChannel is the PostgreSQL channel a command notifies after writing
+// outbox rows, so that the relay publishes them at once instead of at its
+// next poll.
+const NotifyChannel = "evict_outbox"
+
+// maxTargetSample is how many target identifiers an operation keeps for
+// display; the count is always exact.
+const maxTargetSample = 1000
+
+func withPrincipal(ctx context.Context, p principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+func principalFrom(ctx context.Context) principal {
+	p, _ := ctx.Value(principalKey{}).(principal)
+	return p
+}
+
+// op is the state of one command while its transaction runs.
+type op struct {
+	id      uuid.UUID
+	tenant  string
+	kind    string
+	reason  string
+	outbox  []outboxRow
+	targets targets
+}
+
+type outboxRow struct {
+	eventID uuid.UUID
+	subject string
+	payload []byte
+}
+
+// targets is what a command aimed at, kept with the operation.
+type targets struct {
+	Tenant     bool     `json:"tenant,omitempty"`
+	UserCount  int      `json:"user_count"`
+	Users      []string `json:"users,omitempty"`
+	Sessions   []string `json:"sessions,omitempty"`
+	Group      string   `json:"group,omitempty"`
+	UsersAdded int      `json:"users_added,omitempty"`
+	UsersKept  int      `json:"users_kept,omitempty"`
+	Truncated  bool     `json:"users_truncated,omitempty"`
+}
+
+func (o *op) addUsers(users []string) {
+	o.targets.UserCount += len(users)
+	room := maxTargetSample - len(o.targets.Users)
+	if room < len(users) {
+		o.targets.Truncated = true
+		users = users[:max(room, 0)]
+	}
+	o.targets.Users = append(o.targets.Users, users...)
+}
+
+// emit appends an event to the operation's outbox rows.
+func emit[T any](o *op, subject, typ, ceSubject string, at time.Time, data T) error {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return fmt.Errorf("admin: event id: %w", err)
+	}
+	b, err := json.Marshal(events.New(id.String(), typ, o.tenant, ceSubject, at, data))
+	if err != nil {
+		return fmt.Errorf("admin: encode %s: %w", typ, err)
+	}
+	o.outbox = append(o.outbox, outboxRow{eventID: id, subject: subject, payload: b})
+	return nil
+}
+
+// emitHistory appends a history event of type typ to the operation.
+func emitHistory[T any](o *op, typ, ceSubject string, at time.Time, data T) error {
+	subject, err := events.EventSubject(o.tenant, events.Types[typ])
+	if err != nil {
+		return err
+	}
+	return emit(o, subject, typ, ceSubject, at, data)
+}
+
+// command is one admin command.
+type command struct {
+	kind   string
+	tenant string
+	reason string
+	// request is hashed to recognize a retry that reuses an Idempotency-Key
+	// with a different request.
+	request any
+	// exec makes the change inside the transaction and returns extra fields
+	// of the response (may be nil).
+	exec func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error)
+}
+
+// maxIdempotencyKey bounds the Idempotency-Key header.
+const maxIdempotencyKey = 255
+
+// run executes c in one transaction: the change, the operation with its
+// response (for Idempotency-Key replays), an audit row and the outbox rows.
+// It answers 202 with the operation id, or replays the first answer of a
+// retried Idempotency-Key.
+func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
+	if err := events.CheckID("tenant", c.tenant); err != nil {
+		return err
+	}
+	if len(c.reason) > 1024 {
+		return errorf(http.StatusBadRequest, CodeBadRequest, "reason is longer than 1024 bytes")
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > maxIdempotencyKey {
+		return errorf(http.StatusBadRequest, CodeBadRequest, "Idempotency-Key is longer than %d bytes", maxIdempotencyKey)
+	}
+	reqJSON, err := json.Marshal(struct {
+		Kind, Tenant, Reason string
+		Request              any
+	}{c.kind, c.tenant, c.reason, c.request})
+	if err != nil {
+		return fmt.Errorf("admin: hash request: %w", err)
+	}
+	hash := sha256.Sum256(reqJSON)
+	actor := principalFrom(r.Context()).name
+	ip := clientIP(r)
+
+	var status int
+	var body []byte
+	err = s.inTx(r.Context(), func(ctx context.Context, tx pgx.Tx) error {
+		if key != "" {
+			var prevHash []byte
+			err := tx.QueryRow(ctx, `SELECT request_hash, response_status, response FROM operations
+				WHERE tenant_id = $1 AND idempotency_key = $2`, c.tenant, key).Scan(&prevHash, &status, &body)
+			if err == nil {
+				if string(prevHash) != string(hash[:]) {
+					return errorf(http.StatusUnprocessableEntity, CodeIdempotencyReused,
+						"Idempotency-Key %q was used for a different request", key)
+				}
+				return nil
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+		}
+		if err := lockTenant(ctx, tx, c.tenant); err != nil {
+			return err
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		o := &op{id: id, tenant: c.tenant, kind: c.kind, reason: c.reason}
+		extra, err := c.exec(ctx, tx, o)
+		if err != nil {
+			return err
+		}
+		resp := map[string]any{}
+		for k, v := range extra {
+			resp[k] = v
+		}
+		resp["operation_id"] = id.String()
+		resp["status_url"] = "/v1/operations/" + id.String()
+		status = http.StatusAccepted
+		if body, err = json.Marshal(resp); err != nil {
+			return err
+		}
+		targetsJSON, err := json.Marshal(o.targets)
+		if err != nil {
+			return err
+		}
+		var keyArg any
+		if key != "" {
+			keyArg = key
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO operations
+			(id, tenant_id, kind, actor, source_ip, reason, idempotency_key, request_hash,
+			 response_status, response, targets, event_count)
+			VALUES ($1, $2, $3, $4, $5, nullif($6, ''), $7, $8, $9, $10, $11, $12)`,
+			id, c.tenant, c.kind, actor, ip, c.reason, keyArg, hash[:], status, body, targetsJSON, len(o.outbox)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO audit_log (tenant_id, actor, source_ip, action, operation_id, detail)
+			VALUES ($1, $2, $3, $4, $5, $6)`,
+			c.tenant, actor, ip, c.kind, id, targetsJSON); err != nil {
+			return err
+		}
+		return insertOutbox(ctx, tx, uuid.NullUUID{UUID: id, Valid: true}, o.outbox)
+	})
+	if err != nil {
+		return err
+	}
+	if status == http.StatusAccepted {
+		s.metrics.commands.WithLabelValues(c.kind).Inc()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, err = w.Write(body)
+	return err
+}
+
+// lockTenant checks that the tenant exists and holds a share lock on its row
+// for the transaction, so that the tenant cannot vanish under a command.
+func lockTenant(ctx context.Context, tx pgx.Tx, tenant string) error {
+	var one int
+	err := tx.QueryRow(ctx, "SELECT 1 FROM tenants WHERE id = $1 FOR KEY SHARE", tenant).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return errorf(http.StatusNotFound, CodeTenantNotFound, "tenant %q does not exist; create it with PUT /v1/tenants/%s", tenant, tenant)
+	}
+	return err
+}
+
+// insertOutbox writes the operation's events and wakes the relay. The rows
+// are written last in the transaction, after the row locks that order
+// changes of the same state entry were taken.
+func insertOutbox(ctx context.Context, tx pgx.Tx, opID uuid.NullUUID, rows []outboxRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	ids := make([]uuid.UUID, len(rows))
+	subjects := make([]string, len(rows))
+	payloads := make([][]byte, len(rows))
+	for i, r := range rows {
+		ids[i], subjects[i], payloads[i] = r.eventID, r.subject, r.payload
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO outbox (event_id, subject, payload, operation_id)
+		SELECT e, s, p, $4 FROM unnest($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY AS t(e, s, p, n) ORDER BY n`,
+		ids, subjects, payloads, opID); err != nil {
+		return fmt.Errorf("admin: outbox: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", NotifyChannel); err != nil {
+		return fmt.Errorf("admin: notify: %w", err)
+	}
+	return nil
+}
+
+// inTx runs fn in a transaction and retries it when PostgreSQL aborts it for
+// a deadlock, a serialization failure or a unique violation that a
+// concurrent retry of the same Idempotency-Key caused.
+func (s *Server) inTx(ctx context.Context, fn func(context.Context, pgx.Tx) error) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) {
+			return err
+		}
+		switch pgErr.Code {
+		case "40001", "40P01", "23505":
+			time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+			continue
+		}
+		return err
+	}
+	return err
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

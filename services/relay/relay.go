@@ -1,0 +1,338 @@
+// Package relay publishes the transactional outbox to JetStream.
+//
+// Commands write their events into the outbox table in the same transaction
+// as the change. The relay publishes them in seq order with Nats-Msg-Id set
+// to the event id and deletes them once JetStream acknowledged them, so a
+// crash at any point loses nothing, and a republish after a crash is dropped
+// by JetStream's de-duplication. Several evictd replicas may run the relay:
+// a PostgreSQL advisory lock elects one leader, the others stand by. The
+// leader LISTENs for the NOTIFY each command sends, so an event leaves within
+// a fraction of a millisecond of its commit; the poll interval is only the
+// safety net.
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evict-dev/evict/events"
+)
+
+// NotifyChannel must match the channel commands notify (admin.NotifyChannel).
+const NotifyChannel = "evict_outbox"
+
+// leaderLock is the advisory lock key held by the leading relay ("evictrel").
+const leaderLock = 0x6576696374726c
+
+// Config configures a Relay.
+type Config struct {
+	// Pool is the PostgreSQL pool; required. The leader also opens one
+	// dedicated connection with the pool's settings.
+	Pool *pgxpool.Pool
+	// JetStream publishes the events; required.
+	JetStream jetstream.JetStream
+	// Instance names this replica in heartbeats and logs; default host-pid.
+	Instance string
+	// BatchSize is the most rows read and published at once. Default 1000.
+	BatchSize int
+	// PollInterval is how often the leader looks at the outbox without a
+	// notification. Default 1s.
+	PollInterval time.Duration
+	// HeartbeatInterval is how often the leader publishes a heartbeat after
+	// finding the outbox empty. Default 1s.
+	HeartbeatInterval time.Duration
+	// StandbyInterval is how often a standby tries to become leader. Default 500ms.
+	StandbyInterval time.Duration
+	// AckTimeout bounds the wait for JetStream's acknowledgements. Default 10s.
+	AckTimeout time.Duration
+	// Registerer receives the relay's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Relay moves outbox rows to JetStream.
+type Relay struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+}
+
+// New returns a Relay for cfg.
+func New(cfg Config) (*Relay, error) {
+	if cfg.Pool == nil || cfg.JetStream == nil {
+		return nil, errors.New("relay: Config.Pool and Config.JetStream are required")
+	}
+	if cfg.Instance == "" {
+		host, _ := os.Hostname()
+		cfg.Instance = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 1000
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = time.Second
+	}
+	if cfg.StandbyInterval <= 0 {
+		cfg.StandbyInterval = 500 * time.Millisecond
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 10 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Relay{cfg: cfg, log: log.With("component", "relay", "instance", cfg.Instance), metrics: newMetrics(cfg.Registerer)}, nil
+}
+
+var errStandby = errors.New("relay: another replica leads")
+
+// Run relays until ctx ends. It returns nil on cancellation; the rows it had
+// not yet deleted are published again by the next leader and de-duplicated.
+func (r *Relay) Run(ctx context.Context) error {
+	for {
+		err := r.lead(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && !errors.Is(err, errStandby) {
+			r.log.WarnContext(ctx, "relay lost leadership or failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(r.cfg.StandbyInterval):
+		}
+	}
+}
+
+// lead takes the leader lock on a dedicated connection and relays until an
+// error or cancellation. Closing the connection releases the lock, also
+// when the process dies.
+func (r *Relay) lead(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, r.cfg.Pool.Config().ConnConfig)
+	if err != nil {
+		return fmt.Errorf("relay: connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var leader bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", leaderLock).Scan(&leader); err != nil {
+		return fmt.Errorf("relay: leader lock: %w", err)
+	}
+	if !leader {
+		return errStandby
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+		return fmt.Errorf("relay: listen: %w", err)
+	}
+	r.log.InfoContext(ctx, "relay is leader")
+	r.metrics.leader.Set(1)
+	defer r.metrics.leader.Set(0)
+
+	var lastBeat, lastStats time.Time
+	for {
+		empty, err := r.drain(ctx, conn)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		if empty && now.Sub(lastBeat) >= r.cfg.HeartbeatInterval {
+			if err := r.heartbeat(ctx); err != nil {
+				r.log.WarnContext(ctx, "heartbeat failed", "err", err)
+			} else {
+				lastBeat = now
+			}
+		}
+		if now.Sub(lastStats) >= r.cfg.HeartbeatInterval {
+			if err := r.stats(ctx, conn); err != nil {
+				return err
+			}
+			lastStats = now
+		}
+		wait := min(r.cfg.PollInterval, r.cfg.HeartbeatInterval-time.Since(lastBeat))
+		if !empty {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))
+		_, err = conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("relay: wait for notification: %w", err)
+		}
+	}
+}
+
+type row struct {
+	seq       int64
+	eventID   uuid.UUID
+	subject   string
+	payload   []byte
+	createdAt time.Time
+}
+
+// drain publishes one batch and deletes what JetStream acknowledged. It
+// reports whether the outbox was empty.
+func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (empty bool, err error) {
+	rows, err := conn.Query(ctx, "SELECT seq, event_id, subject, payload, created_at FROM outbox ORDER BY seq LIMIT $1", r.cfg.BatchSize)
+	if err != nil {
+		return false, fmt.Errorf("relay: read outbox: %w", err)
+	}
+	batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (row_ row, err error) {
+		err = row.Scan(&row_.seq, &row_.eventID, &row_.subject, &row_.payload, &row_.createdAt)
+		return row_, err
+	})
+	if err != nil {
+		return false, fmt.Errorf("relay: read outbox: %w", err)
+	}
+	if len(batch) == 0 {
+		return true, nil
+	}
+
+	// A state subject keeps only its last message. When a batch changes one
+	// entry twice, only the newest is published: were the older one to be
+	// stored after the newer (a publish retried after a failure), the stream
+	// would keep a stale watermark.
+	lastOf := make(map[string]int, len(batch))
+	for i, b := range batch {
+		if strings.HasPrefix(b.subject, events.StatePrefix) {
+			lastOf[b.subject] = i
+		}
+	}
+	futures := make([]jetstream.PubAckFuture, len(batch))
+	for i, b := range batch {
+		if j, ok := lastOf[b.subject]; ok && j != i {
+			continue
+		}
+		msg := &nats.Msg{Subject: b.subject, Data: b.payload}
+		f, err := r.cfg.JetStream.PublishMsgAsync(msg, jetstream.WithMsgID(b.eventID.String()))
+		if err != nil {
+			r.metrics.errors.Inc()
+			return false, fmt.Errorf("relay: publish %s: %w", b.eventID, err)
+		}
+		futures[i] = f
+	}
+	select {
+	case <-r.cfg.JetStream.PublishAsyncComplete():
+	case <-time.After(r.cfg.AckTimeout):
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+
+	// Delete the acknowledged prefix only: what follows a failure is
+	// published again, in order, on the next round.
+	done := make([]int64, 0, len(batch))
+	var failure error
+	now := time.Now()
+	for i, b := range batch {
+		if f := futures[i]; f != nil {
+			select {
+			case ack := <-f.Ok():
+				stream := "state"
+				if ack.Stream == events.EventsStream {
+					stream = "events"
+				}
+				r.metrics.published.WithLabelValues(stream).Inc()
+				r.metrics.delay.Observe(now.Sub(b.createdAt).Seconds())
+			case err := <-f.Err():
+				failure = fmt.Errorf("relay: publish %s to %s: %w", b.eventID, b.subject, err)
+			default:
+				failure = fmt.Errorf("relay: publish %s to %s: no acknowledgement within %s", b.eventID, b.subject, r.cfg.AckTimeout)
+			}
+		}
+		if failure != nil {
+			break
+		}
+		done = append(done, b.seq)
+	}
+	if len(done) > 0 {
+		if _, err := conn.Exec(ctx, "DELETE FROM outbox WHERE seq = ANY($1)", done); err != nil {
+			return false, fmt.Errorf("relay: delete published rows: %w", err)
+		}
+	}
+	if failure != nil {
+		r.metrics.errors.Inc()
+		return false, failure
+	}
+	return false, nil
+}
+
+func (r *Relay) heartbeat(ctx context.Context) error {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
+	ev := events.New(id.String(), events.TypeHeartbeat, "", "", time.Now(), events.Heartbeat{Instance: r.cfg.Instance})
+	ev.Source = "/relay"
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	_, err = r.cfg.JetStream.Publish(ctx, events.HeartbeatSubject, b)
+	return err
+}
+
+func (r *Relay) stats(ctx context.Context, conn *pgx.Conn) error {
+	var n int64
+	var oldest float64
+	err := conn.QueryRow(ctx, `SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 FROM outbox`).Scan(&n, &oldest)
+	if err != nil {
+		return fmt.Errorf("relay: outbox stats: %w", err)
+	}
+	r.metrics.backlog.Set(float64(n))
+	r.metrics.oldest.Set(oldest)
+	return nil
+}
+
+type metrics struct {
+	leader    prometheus.Gauge
+	backlog   prometheus.Gauge
+	oldest    prometheus.Gauge
+	published *prometheus.CounterVec
+	errors    prometheus.Counter
+	delay     prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "evict_relay_leader", Help: "1 while this replica's relay holds the leader lock."}),
+		backlog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "evict_outbox_backlog", Help: "Outbox rows not yet published (as seen by the leader)."}),
+		oldest: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "evict_outbox_oldest_pending_seconds", Help: "Age of the oldest unpublished outbox row."}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evict_events_published_total", Help: "Events acknowledged by JetStream, by stream."}, []string{"stream"}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "evict_relay_publish_errors_total", Help: "Publish rounds that failed and will be retried."}),
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "evict_outbox_publish_delay_seconds",
+			Help:    "Time from an outbox row's creation to JetStream's acknowledgement.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.leader, m.backlog, m.oldest, m.published, m.errors, m.delay)
+	}
+	return m
+}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,7 +116,7 @@ func TestKillDuringBulkLogout(t *testing.T) {
 
 	guards := make([]*guard.Guard, 3)
 	for i := range guards {
-		guards[i] = startGuard(t, ns.ClientURL())
+		guards[i] = testenv.Guard(t, ns.ClientURL(), guard.Config{Tenants: []string{"crash"}})
 	}
 
 	users := make([]string, 10_000)
@@ -157,7 +155,7 @@ func TestKillDuringBulkLogout(t *testing.T) {
 
 	startEvictd(t, bin, env)
 	for gi, g := range guards {
-		eventually(t, fmt.Sprintf("guard %d to enforce all 10,000 logouts", gi), func() bool {
+		testenv.Eventually(t, fmt.Sprintf("guard %d to enforce all 10,000 logouts", gi), func() bool {
 			for _, u := range users {
 				if !errors.Is(g.Check(guard.Session{Tenant: "crash", User: u, ID: "s", IssuedAt: issued}), guard.ErrSessionRevoked) {
 					return false
@@ -166,12 +164,12 @@ func TestKillDuringBulkLogout(t *testing.T) {
 			return true
 		})
 	}
-	eventually(t, "outbox drained", func() bool {
+	testenv.Eventually(t, "outbox drained", func() bool {
 		_ = pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&pending)
 		return pending == 0
 	})
 	var info *jetstream.StreamInfo
-	eventually(t, "audit stream to source everything", func() bool {
+	testenv.Eventually(t, "audit stream to source everything", func() bool {
 		info, err = audit.Info(ctx, jetstream.WithSubjectFilter("evict.state.crash.user.>"))
 		return err == nil && info.State.Msgs >= uint64(len(users))
 	})
@@ -187,43 +185,6 @@ func TestKillDuringBulkLogout(t *testing.T) {
 		if n != 1 || !strings.HasPrefix(subj, "evict.state.crash.user.u") {
 			t.Fatalf("subject %s stored %d times", subj, n)
 		}
-	}
-}
-
-func startGuard(t *testing.T, url string) *guard.Guard {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := guard.New(guard.Config{Conn: nc, Tenants: []string{"crash"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		nc.Close()
-	})
-	select {
-	case <-g.Ready():
-	case <-time.After(60 * time.Second):
-		t.Fatal("guard not ready")
-	}
-	return g
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -245,7 +206,7 @@ func TestSIGTERMLosesNoAcceptedCommand(t *testing.T) {
 	if _, err := api.CreateTenant(ctx, "crash"); err != nil {
 		t.Fatal(err)
 	}
-	g := startGuard(t, ns.ClientURL())
+	g := testenv.Guard(t, ns.ClientURL(), guard.Config{Tenants: []string{"crash"}})
 
 	type result struct {
 		user string
@@ -296,7 +257,7 @@ func TestSIGTERMLosesNoAcceptedCommand(t *testing.T) {
 	}
 	startEvictd(t, bin, env)
 	issued := time.Now().Add(-time.Hour)
-	eventually(t, "every accepted logout enforced", func() bool {
+	testenv.Eventually(t, "every accepted logout enforced", func() bool {
 		for _, r := range ok {
 			if !errors.Is(g.Check(guard.Session{Tenant: "crash", User: r.user, ID: "s", IssuedAt: issued}), guard.ErrSessionRevoked) {
 				return false

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/evict-dev/evict/internal/demo"
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/testenv"
@@ -40,19 +38,7 @@ func TestGroupRemovalFlipsTheDemoFrom200To401(t *testing.T) {
 	}
 	t.Cleanup(func() { cancel(); _ = d.Wait() })
 
-	nc, err := nats.Connect(d.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	g, err := guard.New(guard.Config{Conn: nc, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, gcancel := context.WithCancel(context.Background())
-	go func() { _ = g.Run(gctx) }()
-	t.Cleanup(gcancel)
-	<-g.Ready()
+	g := testenv.Guard(t, d.NATSURL, guard.Config{})
 
 	api := client.New("http://"+d.HTTPAddr, "demo-token", nil)
 	srv := httptest.NewServer(demo.New(api, g, "demo-test", quiet).Handler())

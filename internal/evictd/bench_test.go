@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/testenv"
 	"github.com/evict-dev/evict/pkg/guard"
 )
 
@@ -57,7 +58,7 @@ func setupBench(b *testing.B, n int) *benchBundle {
 	bb.bundle = setupTB(b, 0)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for i := 0; i < n; i++ {
-		bb.guards = append(bb.guards, startGuard(b, bb.d.NATSURL, guard.Config{Logger: quiet, OnRevocation: bb.applied}))
+		bb.guards = append(bb.guards, testenv.Guard(b, bb.d.NATSURL, guard.Config{Logger: quiet, OnRevocation: bb.applied}))
 	}
 	return bb
 }

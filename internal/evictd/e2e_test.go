@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/testenv"
@@ -56,54 +54,9 @@ func setupTB(t testing.TB, nGuards int) *bundle {
 	})
 	b := &bundle{d: d, api: client.New("http://"+d.HTTPAddr, token, nil), dbURL: dbURL}
 	for i := 0; i < nGuards; i++ {
-		b.guards = append(b.guards, startGuard(t, d.NATSURL, guard.Config{Logger: quiet}))
+		b.guards = append(b.guards, testenv.Guard(t, d.NATSURL, guard.Config{Logger: quiet}))
 	}
 	return b
-}
-
-// startGuard connects a guard to url and waits until it is ready.
-func startGuard(t testing.TB, url string, cfg guard.Config) *guard.Guard {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatalf("guard connect: %v", err)
-	}
-	cfg.Conn = nc
-	g, err := guard.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("guard: %v", err)
-		}
-		nc.Close()
-	})
-	select {
-	case <-g.Ready():
-	case err := <-done:
-		t.Fatalf("guard stopped before ready: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("guard not ready after 30s")
-	}
-	return g
-}
-
-// eventually polls cond until it holds; the deadline is for liveness, not a
-// latency assertion.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // waitSynced waits until every guard applied a heartbeat sent after now:
@@ -112,7 +65,7 @@ func (b *bundle) waitSynced(t *testing.T) {
 	t.Helper()
 	start := time.Now()
 	for _, g := range b.guards {
-		eventually(t, "guard heartbeat", func() bool { return g.StateAge() < time.Since(start) })
+		testenv.Eventually(t, "guard heartbeat", func() bool { return g.StateAge() < time.Since(start) })
 	}
 }
 
@@ -128,7 +81,7 @@ func (b *bundle) register(t *testing.T, tenant, user, session string) guard.Sess
 func (b *bundle) revokedEverywhere(t *testing.T, s guard.Session) {
 	t.Helper()
 	for i, g := range b.guards {
-		eventually(t, fmt.Sprintf("guard %d to revoke %s/%s", i, s.User, s.ID), func() bool {
+		testenv.Eventually(t, fmt.Sprintf("guard %d to revoke %s/%s", i, s.User, s.ID), func() bool {
 			return errors.Is(g.Check(s), guard.ErrSessionRevoked)
 		})
 	}
@@ -306,7 +259,7 @@ func TestBulkLogoutOfTenThousandUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for gi, g := range b.guards {
-		eventually(t, fmt.Sprintf("guard %d to revoke 10,000 users", gi), func() bool {
+		testenv.Eventually(t, fmt.Sprintf("guard %d to revoke 10,000 users", gi), func() bool {
 			for _, u := range users {
 				if !errors.Is(g.Check(guard.Session{Tenant: "bulk", User: u, ID: "s-" + u, IssuedAt: issued}), guard.ErrSessionRevoked) {
 					return false

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evict-dev/evict/internal/testenv"
 	"github.com/evict-dev/evict/pkg/guard"
 )
 
@@ -20,7 +21,7 @@ func BenchmarkCheck(b *testing.B) {
 			p.user("acme", fmt.Sprintf("user-%07d", i), nb)
 		}
 		p.heartbeat()
-		g := start(b, p.url, guard.Config{})
+		g := testenv.Guard(b, p.url, guard.Config{})
 		if g.Entries() != n {
 			b.Fatalf("loaded %d entries, want %d", g.Entries(), n)
 		}

@@ -101,51 +101,6 @@ func (p *publisher) heartbeat() {
 	p.flush()
 }
 
-// start runs a guard connected to url until the test ends and waits for it
-// to be ready.
-func start(t testing.TB, url string, cfg guard.Config) *guard.Guard {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Conn = nc
-	if cfg.Logger == nil {
-		cfg.Logger = quiet
-	}
-	g, err := guard.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("guard Run: %v", err)
-		}
-		nc.Close()
-	})
-	select {
-	case <-g.Ready():
-	case <-time.After(60 * time.Second):
-		t.Fatal("guard not ready")
-	}
-	return g
-}
-
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func TestCheck(t *testing.T) {
 	p := newPublisher(t)
 	t0 := time.Date(2026, 11, 1, 12, 0, 0, 123456000, time.UTC) // microsecond precision, like PostgreSQL
@@ -157,7 +112,7 @@ func TestCheck(t *testing.T) {
 	p.publish("evict.state.attacker.user.alice", events.New("forged", events.TypeUserRevoked, "victim", "users/alice", t0,
 		events.UserRevoked{Tenant: "victim", User: "alice", NotBefore: t0, OperationID: "op", Cause: events.CauseLogout}))
 	p.heartbeat()
-	g := start(t, p.url, guard.Config{})
+	g := testenv.Guard(t, p.url, guard.Config{})
 
 	tests := []struct {
 		name string
@@ -196,16 +151,16 @@ func TestWatermarksOnlyRise(t *testing.T) {
 	p := newPublisher(t)
 	t0 := time.Now().Truncate(time.Microsecond)
 	p.heartbeat()
-	g := start(t, p.url, guard.Config{})
+	g := testenv.Guard(t, p.url, guard.Config{})
 	s := guard.Session{"acme", "alice", "s", t0.Add(-time.Minute)}
 	p.user("acme", "alice", t0)
 	p.flush()
-	eventually(t, "revocation", func() bool { return g.Check(s) != nil })
+	testenv.Eventually(t, "revocation", func() bool { return g.Check(s) != nil })
 	// An older watermark for the same user (evict's relay never publishes
 	// one, but a guard must not depend on that for the state it holds).
 	p.user("acme", "alice", t0.Add(-time.Hour))
 	p.heartbeat()
-	eventually(t, "both applied", func() bool { return g.AppliedSequence() >= 4 })
+	testenv.Eventually(t, "both applied", func() bool { return g.AppliedSequence() >= 4 })
 	if err := g.Check(s); !errors.Is(err, guard.ErrSessionRevoked) {
 		t.Errorf("a late, older watermark lowered the newer one: %v", err)
 	}
@@ -219,7 +174,7 @@ func TestColdStartWithOneHundredThousandRevocations(t *testing.T) {
 		p.user("big", fmt.Sprintf("u%06d", i), nb)
 	}
 	p.heartbeat()
-	g := start(t, p.url, guard.Config{Tenants: []string{"big"}})
+	g := testenv.Guard(t, p.url, guard.Config{Tenants: []string{"big"}})
 	// Ready means loaded: no waiting after it.
 	if got := g.Entries(); got != n {
 		t.Fatalf("ready with %d entries, want %d", got, n)
@@ -236,7 +191,7 @@ func TestCatchUpAfterDisconnection(t *testing.T) {
 	p := newPublisher(t)
 	p.heartbeat()
 	proxy := testenv.NewProxy(t, strings.TrimPrefix(p.url, "nats://"))
-	g := start(t, "nats://"+proxy.Addr(), guard.Config{MaxStaleness: 300 * time.Millisecond, WhenStale: guard.FailClosed})
+	g := testenv.Guard(t, "nats://"+proxy.Addr(), guard.Config{MaxStaleness: 300 * time.Millisecond, WhenStale: guard.FailClosed})
 
 	proxy.Cut()
 	nb := time.Now().Truncate(time.Microsecond)
@@ -246,14 +201,14 @@ func TestCatchUpAfterDisconnection(t *testing.T) {
 	}
 	p.heartbeat()
 	// Cut off, the guard cannot vouch for its state: fail closed refuses.
-	eventually(t, "stale state while disconnected", func() bool {
+	testenv.Eventually(t, "stale state while disconnected", func() bool {
 		return errors.Is(g.Check(guard.Session{"acme", "someone", "s", nb}), guard.ErrStateStale)
 	})
 	proxy.Restore()
 	// The relay beats every second; here the test beats until the guard,
 	// having applied everything before the latest beat, is fresh again.
 	var beat time.Time
-	eventually(t, "catch-up to a fresh state", func() bool {
+	testenv.Eventually(t, "catch-up to a fresh state", func() bool {
 		if time.Since(beat) > 50*time.Millisecond {
 			p.heartbeat()
 			beat = time.Now()
@@ -287,8 +242,8 @@ func TestStalePolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.policy.String(), func(t *testing.T) {
-			g := start(t, p.url, guard.Config{WhenStale: tt.policy})
-			eventually(t, "stale flag", func() bool { return g.Healthy() != nil })
+			g := testenv.Guard(t, p.url, guard.Config{WhenStale: tt.policy})
+			testenv.Eventually(t, "stale flag", func() bool { return g.Healthy() != nil })
 			if got := g.Check(guard.Session{"acme", "bob", "s", nb}); !errors.Is(got, tt.valid) || (tt.valid == nil && got != nil) {
 				t.Errorf("valid session: %v, want %v", got, tt.valid)
 			}
@@ -307,7 +262,7 @@ func TestMiddleware(t *testing.T) {
 	nb := time.Now().Truncate(time.Microsecond)
 	p.user("acme", "alice", nb)
 	p.heartbeat()
-	g := start(t, p.url, guard.Config{})
+	g := testenv.Guard(t, p.url, guard.Config{})
 	sessions := map[string]guard.Session{
 		"alice": {"acme", "alice", "a", nb.Add(-time.Minute)},
 		"bob":   {"acme", "bob", "b", nb.Add(-time.Minute)},
@@ -347,7 +302,7 @@ func TestMiddleware(t *testing.T) {
 func TestHoldEndsLiveConnections(t *testing.T) {
 	p := newPublisher(t)
 	p.heartbeat()
-	g := start(t, p.url, guard.Config{})
+	g := testenv.Guard(t, p.url, guard.Config{})
 	issued := time.Now().Add(-time.Minute)
 	alice, release := g.Hold(context.Background(), guard.Session{"acme", "alice", "a1", issued})
 	defer release()
@@ -370,7 +325,7 @@ func TestHoldEndsLiveConnections(t *testing.T) {
 		}
 	}
 	p.heartbeat()
-	eventually(t, "heartbeat", func() bool { return g.StateAge() < time.Second })
+	testenv.Eventually(t, "heartbeat", func() bool { return g.StateAge() < time.Second })
 	if bob.Err() != nil {
 		t.Errorf("bob's connection ended: %v", context.Cause(bob))
 	}
@@ -388,7 +343,7 @@ func TestCheckDoesNotAllocate(t *testing.T) {
 		p.user("acme", fmt.Sprintf("u%d", i), time.Now())
 	}
 	p.heartbeat()
-	g := start(t, p.url, guard.Config{})
+	g := testenv.Guard(t, p.url, guard.Config{})
 	hit := guard.Session{"acme", "u7", "s", time.Now().Add(-time.Hour)}
 	miss := guard.Session{"acme", "nobody", "s", time.Now()}
 	for name, s := range map[string]guard.Session{"hit": hit, "miss": miss} {

@@ -16,11 +16,10 @@ demo:
 build:
 	$(GO) build -o bin/ ./cmd/...
 
-## test: vet, then every test against real PostgreSQL and embedded NATS; race detector on the SDK
+## test: vet, then every test, with the race detector, against real PostgreSQL and embedded NATS
 test:
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout 15m $(PKGS)
-	$(GO) test -count=1 -race -timeout 10m ./pkg/... ./events/...
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 ## fuzz: run each fuzz target briefly (FUZZTIME=10s by default)
 FUZZTIME ?= 10s

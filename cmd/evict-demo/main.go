@@ -67,7 +67,7 @@ func run() error {
 
 	nc, err := nats.Connect(*natsURL, nats.Name("evict-demo"), nats.MaxReconnects(-1))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+		return fmt.Errorf("connect to NATS at %s: %w", evictd.RedactURL(*natsURL), err)
 	}
 	defer nc.Close()
 	reg := prometheus.NewRegistry()
@@ -90,7 +90,7 @@ func run() error {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	fmt.Fprintf(os.Stderr, "evict-demo: listening on http://%s (evict API %s, NATS %s)\n", *addr, *apiURL, *natsURL)
+	fmt.Fprintf(os.Stderr, "evict-demo: listening on http://%s (evict API %s, NATS %s)\n", *addr, *apiURL, evictd.RedactURL(*natsURL))
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

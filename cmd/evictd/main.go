@@ -32,7 +32,7 @@ func run() error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "evictd: admin API  http://%s  (OpenAPI at /v1/openapi.json, metrics at /metrics)\n", d.HTTPAddr)
-	fmt.Fprintf(os.Stderr, "evictd: NATS       %s\n", d.NATSURL)
+	fmt.Fprintf(os.Stderr, "evictd: NATS       %s\n", evictd.RedactURL(d.NATSURL))
 	if d.TokenFile != "" {
 		fmt.Fprintf(os.Stderr, "evictd: admin token %s  (stored in %s)\n", d.AdminToken, d.TokenFile)
 	}

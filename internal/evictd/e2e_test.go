@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -35,28 +34,39 @@ func setup(t *testing.T, nGuards int) *bundle { return setupTB(t, nGuards) }
 func setupTB(t testing.TB, nGuards int) *bundle {
 	t.Helper()
 	dbURL := testenv.Database(t)
+	d, _ := startDaemon(t, dbURL, "")
+	b := &bundle{d: d, api: client.New("http://"+d.HTTPAddr, token, nil), dbURL: dbURL}
+	for i := 0; i < nGuards; i++ {
+		b.guards = append(b.guards, testenv.Guard(t, d.NATSURL, guard.Config{}))
+	}
+	return b
+}
+
+// startDaemon starts evictd in-process on dbURL, with its embedded NATS when
+// natsURL is empty. It stops when the test ends or when stop is called.
+func startDaemon(t testing.TB, dbURL, natsURL string) (d *evictd.Daemon, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	d, err := evictd.Start(ctx, evictd.Config{
-		DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0",
-		AdminToken: token, SessionMaxAge: 24 * time.Hour, Replicas: 1, RelayBatch: 1000, Logger: quiet,
+		DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", NATSURL: natsURL, DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0",
+		AdminToken: token, SessionMaxAge: 24 * time.Hour, Replicas: 1, RelayBatch: 1000, Logger: testenv.Quiet,
 		HeartbeatInterval: 50 * time.Millisecond,
 	})
 	if err != nil {
 		cancel()
 		t.Fatalf("start evictd: %v", err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := d.Wait(); err != nil {
-			t.Errorf("evictd shutdown: %v", err)
-		}
-	})
-	b := &bundle{d: d, api: client.New("http://"+d.HTTPAddr, token, nil), dbURL: dbURL}
-	for i := 0; i < nGuards; i++ {
-		b.guards = append(b.guards, testenv.Guard(t, d.NATSURL, guard.Config{Logger: quiet}))
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := d.Wait(); err != nil {
+				t.Errorf("evictd shutdown: %v", err)
+			}
+		})
 	}
-	return b
+	t.Cleanup(stop)
+	return d, stop
 }
 
 // waitSynced waits until every guard applied a heartbeat sent after now:

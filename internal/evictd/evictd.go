@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,7 +97,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }))
 	if err != nil {
-		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", d.NATSURL, err)
+		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", RedactURL(d.NATSURL), err)
 	}
 	js, err := jetstream.New(d.nc, jetstream.WithPublishAsyncMaxPending(max(4*cfg.RelayBatch, 4096)))
 	if err != nil {
@@ -164,7 +165,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		d.shutdown(stopRelay)
 	}()
 	ok = true
-	log.Info("evictd started", "http", "http://"+d.HTTPAddr, "nats", d.NATSURL, "embedded_nats", d.ns != nil,
+	log.Info("evictd started", "http", "http://"+d.HTTPAddr, "nats", RedactURL(d.NATSURL), "embedded_nats", d.ns != nil,
 		"data_dir", cfg.DataDir)
 	return d, nil
 }
@@ -207,6 +208,18 @@ func (d *Daemon) close() {
 func (d *Daemon) Wait() error {
 	<-d.done
 	return d.err
+}
+
+// RedactURL hides the password of each URL in a comma-separated list, for
+// logs and messages.
+func RedactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // loadToken takes the token from the configuration, or from the data dir,

@@ -107,6 +107,7 @@ type Guard struct {
 	syncedAt  atomic.Int64 // unix nanos of the last heartbeat applied
 	appliedSq atomic.Uint64
 	lastPrune time.Time
+	created   time.Time
 
 	metrics *metrics
 }
@@ -132,10 +133,11 @@ func New(cfg Config) (*Guard, error) {
 		log = slog.Default()
 	}
 	g := &Guard{
-		cfg:   cfg,
-		log:   log.With("component", "guard"),
-		set:   revset.New(1024),
-		ready: make(chan struct{}),
+		cfg:     cfg,
+		log:     log.With("component", "guard"),
+		set:     revset.New(1024),
+		ready:   make(chan struct{}),
+		created: time.Now(),
 	}
 	g.holds.init()
 	g.stale.Store(true)
@@ -198,11 +200,13 @@ func (g *Guard) Healthy() error {
 }
 
 // StateAge is the time since the last heartbeat the guard applied: every
-// revocation committed before that moment is in its state.
+// revocation committed before that moment is in its state. Before the first
+// heartbeat it is the time since the guard was created: nothing vouches for
+// the state yet.
 func (g *Guard) StateAge() time.Duration {
 	s := g.syncedAt.Load()
 	if s == 0 {
-		return 0
+		return time.Since(g.created)
 	}
 	return time.Since(time.Unix(0, s))
 }

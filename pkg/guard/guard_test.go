@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,8 +19,6 @@ import (
 	"github.com/evict-dev/evict/internal/testenv"
 	"github.com/evict-dev/evict/pkg/guard"
 )
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // publisher plays evict's relay: it writes state events to EVICT_STATE.
 type publisher struct {

@@ -40,6 +40,14 @@ func newMetrics(g *Guard, reg prometheus.Registerer) *metrics {
 			Name: "evict_guard_applied_sequence", Help: "EVICT_STATE stream sequence of the last message applied.",
 		}, func() float64 { return float64(g.AppliedSequence()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "evict_guard_stale", Help: "1 while the state is stale (not loaded, or no heartbeat within MaxStaleness).",
+		}, func() float64 {
+			if g.stale.Load() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "evict_guard_ready", Help: "1 once the initial state is loaded.",
 		}, func() float64 {
 			if g.isReady.Load() {

@@ -145,7 +145,13 @@ func (r *Relay) lead(ctx context.Context) error {
 	}
 	r.log.InfoContext(ctx, "relay is leader")
 	r.metrics.leader.Set(1)
-	defer r.metrics.leader.Set(0)
+	defer func() {
+		// Only the leader's outbox gauges are current; a former leader's
+		// must not keep an alert firing.
+		r.metrics.leader.Set(0)
+		r.metrics.backlog.Set(0)
+		r.metrics.oldest.Set(0)
+	}()
 
 	var lastBeat, lastStats time.Time
 	for {

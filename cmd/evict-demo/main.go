@@ -78,8 +78,7 @@ func run() error {
 	guardDone := make(chan error, 1)
 	go func() { guardDone <- g.Run(ctx) }()
 
-	host, _ := os.Hostname()
-	app := demo.New(client.New(*apiURL, *token, nil), g, host+"-"+fmt.Sprint(os.Getpid()), log)
+	app := demo.New(client.New(*apiURL, *token, nil), g, log)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", app.Handler())

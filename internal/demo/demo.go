@@ -26,21 +26,21 @@ const CookieName = "evict_demo_session"
 
 // App is the demo backend.
 type App struct {
-	api      *client.Client
-	guard    *guard.Guard
-	log      *slog.Logger
-	instance string
+	api   *client.Client
+	guard *guard.Guard
+	log   *slog.Logger
 
 	mu       sync.RWMutex
 	sessions map[string]guard.Session
 }
 
-// New returns the demo backend. instance names it in registered sessions.
-func New(api *client.Client, g *guard.Guard, instance string, log *slog.Logger) *App {
+// New returns the demo backend. Its sessions are registered with the
+// guard's instance as their holder, so evict knows who confirms their logout.
+func New(api *client.Client, g *guard.Guard, log *slog.Logger) *App {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &App{api: api, guard: g, log: log, instance: instance, sessions: map[string]guard.Session{}}
+	return &App{api: api, guard: g, log: log, sessions: map[string]guard.Session{}}
 }
 
 // Handler serves POST /login, GET /me, POST /logout, GET /events (a live
@@ -105,7 +105,7 @@ func (a *App) login(w http.ResponseWriter, r *http.Request) {
 	}
 	id := base64.RawURLEncoding.EncodeToString(buf)
 	reg, err := a.api.RegisterSession(r.Context(), req.Tenant, client.NewSession{
-		SessionID: id, UserID: req.User, Client: "web", Holder: a.instance, UserAgent: r.UserAgent(),
+		SessionID: id, UserID: req.User, Client: "web", Holder: a.guard.Instance(), UserAgent: r.UserAgent(),
 	})
 	var ae *client.APIError
 	if errors.As(err, &ae) {

@@ -41,7 +41,7 @@ func TestGroupRemovalFlipsTheDemoFrom200To401(t *testing.T) {
 	g := testenv.Guard(t, d.NATSURL, guard.Config{})
 
 	api := client.New("http://"+d.HTTPAddr, "demo-token", nil)
-	srv := httptest.NewServer(demo.New(api, g, "demo-test", quiet).Handler())
+	srv := httptest.NewServer(demo.New(api, g, quiet).Handler())
 	t.Cleanup(srv.Close)
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}

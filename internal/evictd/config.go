@@ -21,6 +21,9 @@ type Config struct {
 	SessionMaxAge time.Duration
 	Replicas      int
 	RelayBatch    int
+	// GuardLiveness is how long a guard instance counts as live after its
+	// last report.
+	GuardLiveness time.Duration
 	// HeartbeatInterval is how often the relay leader confirms an empty outbox.
 	HeartbeatInterval time.Duration
 	Instance          string
@@ -46,6 +49,7 @@ const (
 //	EVICT_STREAM_REPLICAS   JetStream replicas per stream; default 1
 //	EVICT_RELAY_BATCH_SIZE  outbox rows published per round; default 1000
 //	EVICT_HEARTBEAT_INTERVAL relay heartbeat period (guards' freshness signal); default 1s
+//	EVICT_GUARD_LIVENESS    a guard silent for longer counts as down (operations go "partial"); default 15s
 //	EVICT_INSTANCE          name of this replica; default host-pid
 //	EVICT_LOG_LEVEL         debug, info, warn or error; default info
 func ConfigFromEnv() (Config, error) {
@@ -70,6 +74,9 @@ func ConfigFromEnv() (Config, error) {
 	}
 	if c.HeartbeatInterval, err = time.ParseDuration(env("EVICT_HEARTBEAT_INTERVAL", "1s")); err != nil || c.HeartbeatInterval <= 0 {
 		return c, fmt.Errorf("EVICT_HEARTBEAT_INTERVAL: want a positive duration such as 1s, got %q", os.Getenv("EVICT_HEARTBEAT_INTERVAL"))
+	}
+	if c.GuardLiveness, err = time.ParseDuration(env("EVICT_GUARD_LIVENESS", "15s")); err != nil || c.GuardLiveness <= 0 {
+		return c, fmt.Errorf("EVICT_GUARD_LIVENESS: want a positive duration such as 15s, got %q", os.Getenv("EVICT_GUARD_LIVENESS"))
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(env("EVICT_LOG_LEVEL", "info"))); err != nil {

@@ -50,7 +50,7 @@ func startDaemon(t testing.TB, dbURL, natsURL string) (d *evictd.Daemon, stop fu
 	d, err := evictd.Start(ctx, evictd.Config{
 		DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", NATSURL: natsURL, DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0",
 		AdminToken: token, SessionMaxAge: 24 * time.Hour, Replicas: 1, RelayBatch: 1000, Logger: testenv.Quiet,
-		HeartbeatInterval: 50 * time.Millisecond,
+		HeartbeatInterval: 50 * time.Millisecond, GuardLiveness: 500 * time.Millisecond,
 	})
 	if err != nil {
 		cancel()
@@ -284,8 +284,8 @@ func TestBulkLogoutOfTenThousandUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if op.Targets.UserCount != len(users) || op.Events.Total != len(users) || op.Status != "published" {
-		t.Errorf("operation: %d users, %d events, %s; want %d, %d, published", op.Targets.UserCount, op.Events.Total, op.Status, len(users), len(users))
+	if op.Request.UserCount != len(users) || op.Events.Total != len(users) || op.Status != "published" {
+		t.Errorf("operation: %d users, %d events, %s; want %d, %d, published", op.Request.UserCount, op.Events.Total, op.Status, len(users), len(users))
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/evict-dev/evict/internal/bus"
 	"github.com/evict-dev/evict/internal/db"
 	"github.com/evict-dev/evict/services/admin"
+	"github.com/evict-dev/evict/services/registry"
 	"github.com/evict-dev/evict/services/relay"
 )
 
@@ -115,7 +116,11 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	api, err := admin.New(admin.Config{Pool: d.pool, AdminToken: d.AdminToken, Registerer: reg, Logger: log,
+	registrySvc, err := registry.New(registry.Config{Pool: d.pool, Conn: d.nc, Liveness: cfg.GuardLiveness, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	api, err := admin.New(admin.Config{Pool: d.pool, AdminToken: d.AdminToken, Registerer: reg, Logger: log, Registry: registrySvc,
 		Ready: func(r *http.Request) error {
 			if err := d.pool.Ping(r.Context()); err != nil {
 				return fmt.Errorf("database: %w", err)
@@ -147,11 +152,17 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go func() {
 		defer d.wg.Done()
 		if err := rl.Run(relayCtx); err != nil {
 			log.Error("relay stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer d.wg.Done()
+		if err := registrySvc.Run(relayCtx); err != nil {
+			log.Error("registry stopped", "err", err)
 		}
 	}()
 	go func() {

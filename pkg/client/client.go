@@ -257,31 +257,76 @@ func (c *Client) EndSession(ctx context.Context, tenant, session string) (Accept
 	return a, err
 }
 
-// Operation is what a command did.
+// Operation is what a command did and how far its enforcement got.
 type Operation struct {
-	OperationID string    `json:"operation_id"`
-	Tenant      string    `json:"tenant"`
-	Kind        string    `json:"kind"`
-	Actor       string    `json:"actor"`
-	Reason      string    `json:"reason,omitempty"`
-	AcceptedAt  time.Time `json:"accepted_at"`
-	Targets     struct {
-		Tenant    bool     `json:"tenant"`
-		UserCount int      `json:"user_count"`
-		Users     []string `json:"users"`
-		Sessions  []string `json:"sessions"`
-		Group     string   `json:"group"`
-	} `json:"targets"`
+	OperationID       string     `json:"operation_id"`
+	Tenant            string     `json:"tenant"`
+	Kind              string     `json:"kind"`
+	Actor             string     `json:"actor"`
+	Reason            string     `json:"reason,omitempty"`
+	AcceptedAt        time.Time  `json:"accepted_at"`
+	PublishedAt       *time.Time `json:"published_at,omitempty"`
+	CompletedAt       *time.Time `json:"completed_at,omitempty"`
+	CompletionSeconds *float64   `json:"completion_seconds,omitempty"`
+	// Request is what the command asked for.
+	Request struct {
+		Tenant     bool     `json:"tenant"`
+		UserCount  int      `json:"user_count"`
+		Users      []string `json:"users"`
+		Sessions   []string `json:"sessions"`
+		Group      string   `json:"group"`
+		UsersAdded int      `json:"users_added"`
+		UsersKept  int      `json:"users_kept"`
+		Truncated  bool     `json:"users_truncated"`
+	} `json:"request"`
 	Events struct {
 		Total   int `json:"total"`
 		Pending int `json:"pending"`
 	} `json:"events"`
+	// Status is "publishing" or "published" (all events are in JetStream).
 	Status string `json:"status"`
+	// Summary is "pending", "partial" (waiting only on holders that are
+	// down) or "completed" (every target enforced or terminated).
+	Summary          string         `json:"summary"`
+	Counts           map[string]int `json:"counts"`
+	TotalTargets     int            `json:"total_targets"`
+	Targets          []Target       `json:"targets"`
+	TargetsTruncated bool           `json:"targets_truncated"`
+	Guards           []GuardState   `json:"guards"`
+}
+
+// Target is a session an operation aimed at and its state: pending,
+// enforced, deferred, terminated or failed.
+type Target struct {
+	SessionID  string `json:"session_id"`
+	UserID     string `json:"user_id"`
+	Client     string `json:"client"`
+	Holder     string `json:"holder"`
+	DeviceID   string `json:"device_id"`
+	Status     string `json:"status"`
+	HolderLive bool   `json:"holder_live"`
+	Detail     string `json:"detail"`
+}
+
+// GuardState is a live guard instance and whether it applied the operation.
+type GuardState struct {
+	Instance   string    `json:"instance"`
+	AppliedSeq int64     `json:"applied_seq"`
+	Applied    bool      `json:"applied"`
+	LastReport time.Time `json:"last_report_at"`
 }
 
 // Operation returns what operation id did.
 func (c *Client) Operation(ctx context.Context, id string) (Operation, error) {
 	var op Operation
 	err := c.Do(ctx, http.MethodGet, "/v1/operations/"+esc(id), nil, &op)
+	return op, err
+}
+
+// WaitOperation long-polls until the operation is completed or wait (at
+// most 60s) runs out, and returns its state either way.
+func (c *Client) WaitOperation(ctx context.Context, id string, wait time.Duration) (Operation, error) {
+	var op Operation
+	err := c.Do(ctx, http.MethodGet, "/v1/operations/"+esc(id)+"?wait="+wait.String(), nil, &op)
 	return op, err
 }

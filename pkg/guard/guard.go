@@ -83,6 +83,19 @@ type Config struct {
 	// are dropped from memory. It must not be shorter than evictd's
 	// EVICT_SESSION_MAX_AGE. Default 720h.
 	SessionMaxAge time.Duration
+	// Instance names this guard instance in its reports to evict; register
+	// sessions with holder = Instance so that evict can tell which guard
+	// must confirm their logout. 1 to 128 characters of events.ValidID.
+	// Default: host name, process id and a random suffix.
+	Instance string
+	// ReportInterval is how often the guard reports its applied sequence
+	// when nothing changes; it also reports right after applying new
+	// revocations. evict treats an instance silent for three intervals as
+	// down. Default 5s.
+	ReportInterval time.Duration
+	// DrainTimeout bounds how long in-flight work (see Busy) may keep a
+	// revoked session's live connections open. Default 5m.
+	DrainTimeout time.Duration
 	// OnRevocation, when set, is called on the guard's apply goroutine after
 	// each revocation is applied. It must not block.
 	OnRevocation func(events.Revocation)
@@ -108,6 +121,7 @@ type Guard struct {
 	appliedSq atomic.Uint64
 	lastPrune time.Time
 	created   time.Time
+	kick      chan struct{} // asks the reporter to report now
 
 	metrics *metrics
 }
@@ -128,6 +142,18 @@ func New(cfg Config) (*Guard, error) {
 	if cfg.SessionMaxAge <= 0 {
 		cfg.SessionMaxAge = 720 * time.Hour
 	}
+	if cfg.ReportInterval <= 0 {
+		cfg.ReportInterval = 5 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 5 * time.Minute
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = defaultInstance()
+	}
+	if err := events.CheckID("instance", cfg.Instance); err != nil {
+		return nil, fmt.Errorf("guard: %w", err)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -138,6 +164,7 @@ func New(cfg Config) (*Guard, error) {
 		set:     revset.New(1024),
 		ready:   make(chan struct{}),
 		created: time.Now(),
+		kick:    make(chan struct{}, 1),
 	}
 	g.holds.init()
 	g.stale.Store(true)
@@ -211,6 +238,10 @@ func (g *Guard) StateAge() time.Duration {
 	return time.Since(time.Unix(0, s))
 }
 
+// Instance is the name this guard reports under; register sessions with it
+// as their holder.
+func (g *Guard) Instance() string { return g.cfg.Instance }
+
 // Entries is the number of revocation entries held.
 func (g *Guard) Entries() int { return g.set.Len() }
 
@@ -266,10 +297,14 @@ func (g *Guard) Run(ctx context.Context) error {
 		return fmt.Errorf("guard: consume: %w", err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		g.watchStaleness(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		g.report(ctx)
 	}()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
@@ -318,6 +353,7 @@ func (g *Guard) apply(msg jetstream.Msg) {
 	if meta.NumPending == 0 {
 		g.markReady()
 		g.updateStaleness(now)
+		g.kickReport()
 	}
 }
 
@@ -351,7 +387,7 @@ func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
 	if g.isReady.Load() {
 		g.metrics.propagation.Observe(now.Sub(r.EventTime).Seconds())
 	}
-	g.holds.revoke(kind, r.Tenant, r.ID, v)
+	g.holds.revoke(g, kind, r.Tenant, r.ID, v, r.OperationID)
 	if g.cfg.OnRevocation != nil {
 		g.cfg.OnRevocation(r)
 	}

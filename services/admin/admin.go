@@ -20,6 +20,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evict-dev/evict/services/registry"
 )
 
 // Defaults of Config.
@@ -42,6 +44,8 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Registry computes what operations achieved; required.
+	Registry *registry.Registry
 	// Ready reports whether the service can take commands (database and
 	// NATS reachable); nil means always ready.
 	Ready func(*http.Request) error
@@ -49,15 +53,16 @@ type Config struct {
 
 // Server serves the admin API.
 type Server struct {
-	pool    *pgxpool.Pool
-	token   []byte
-	maxBody int64
-	maxBulk int
-	log     *slog.Logger
-	ready   func(*http.Request) error
-	metrics *metrics
-	mux     *http.ServeMux
-	handler http.Handler
+	pool     *pgxpool.Pool
+	registry *registry.Registry
+	token    []byte
+	maxBody  int64
+	maxBulk  int
+	log      *slog.Logger
+	ready    func(*http.Request) error
+	metrics  *metrics
+	mux      *http.ServeMux
+	handler  http.Handler
 }
 
 // New returns a Server for cfg.
@@ -65,18 +70,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Pool == nil {
 		return nil, errors.New("admin: Config.Pool is required")
 	}
+	if cfg.Registry == nil {
+		return nil, errors.New("admin: Config.Registry is required")
+	}
 	if cfg.AdminToken == "" {
 		return nil, errors.New("admin: Config.AdminToken is required")
 	}
 	s := &Server{
-		pool:    cfg.Pool,
-		token:   []byte(cfg.AdminToken),
-		maxBody: cfg.MaxBodyBytes,
-		maxBulk: cfg.MaxBulkUsers,
-		log:     cfg.Logger,
-		ready:   cfg.Ready,
-		metrics: newMetrics(cfg.Registerer),
-		mux:     http.NewServeMux(),
+		pool:     cfg.Pool,
+		registry: cfg.Registry,
+		token:    []byte(cfg.AdminToken),
+		maxBody:  cfg.MaxBodyBytes,
+		maxBulk:  cfg.MaxBulkUsers,
+		log:      cfg.Logger,
+		ready:    cfg.Ready,
+		metrics:  newMetrics(cfg.Registerer),
+		mux:      http.NewServeMux(),
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes

@@ -188,8 +188,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO operations
 			(id, tenant_id, kind, actor, source_ip, reason, idempotency_key, request_hash,
-			 response_status, response, targets, event_count)
-			VALUES ($1, $2, $3, $4, $5, nullif($6, ''), $7, $8, $9, $10, $11, $12)`,
+			 response_status, response, targets, event_count, published_at)
+			VALUES ($1, $2, $3, $4, $5, nullif($6, ''), $7, $8, $9, $10, $11, $12,
+			        CASE WHEN $12 = 0 THEN clock_timestamp() END)`,
 			id, c.tenant, c.kind, actor, ip, c.reason, keyArg, hash[:], status, body, targetsJSON, len(o.outbox)); err != nil {
 			return err
 		}

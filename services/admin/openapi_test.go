@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"github.com/evict-dev/evict/services/registry"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -104,7 +105,11 @@ func newOpenAPITestServer(t *testing.T) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	s, err := New(Config{Pool: pool, AdminToken: "t"})
+	reg, err := registry.New(registry.Config{Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Pool: pool, AdminToken: "t", Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

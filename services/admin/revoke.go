@@ -33,7 +33,10 @@ func revokeUsers(ctx context.Context, tx pgx.Tx, o *op, users []string, cause, g
 	defer rows.Close()
 	var user string
 	var nb time.Time
+	var revokedUsers []string
+	var nbs []time.Time
 	_, err = pgx.ForEachRow(rows, []any{&user, &nb}, func() error {
+		revokedUsers, nbs = append(revokedUsers, user), append(nbs, nb)
 		subject, err := events.UserStateSubject(o.tenant, user)
 		if err != nil {
 			return err
@@ -45,6 +48,22 @@ func revokeUsers(ctx context.Context, tx pgx.Tx, o *op, users []string, cause, g
 	})
 	if err != nil {
 		return fmt.Errorf("admin: revoke users: %w", err)
+	}
+	// Mark the users' registered sessions revoked, remember them as the
+	// operation's targets, and feed the live session views.
+	if _, err := tx.Exec(ctx, `WITH rev AS (
+			UPDATE sessions s SET revoked_at = w.nb, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
+			FROM unnest($2::text[], $6::timestamptz[]) AS w(u, nb)
+			WHERE s.tenant_id = $1 AND s.user_id = w.u AND s.issued_at <= w.nb
+			  AND s.revoked_at IS NULL AND s.ended_at IS NULL
+			RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id),
+		tgt AS (
+			INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
+			SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev)
+		INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
+		SELECT $1, user_id, session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text) FROM rev`,
+		o.tenant, revokedUsers, cause, o.reason, o.id, nbs); err != nil {
+		return fmt.Errorf("admin: revoke users' sessions: %w", err)
 	}
 	o.addUsers(users)
 	return nil
@@ -67,6 +86,10 @@ func revokeTenant(ctx context.Context, tx pgx.Tx, o *op) error {
 		return err
 	}
 	o.targets.Tenant = true
+	// One change for the whole tenant: its sessions are not touched one by one.
+	if err := recordChange(ctx, tx, o.tenant, "", "", changeTenantRevoked, map[string]any{"operation_id": o.id.String()}); err != nil {
+		return err
+	}
 	return emit(o, subject, events.TypeTenantRevoked, "tenant", nb, events.TenantRevoked{
 		Tenant: o.tenant, NotBefore: nb, OperationID: o.id.String(), Cause: events.CauseTenantLogout, Reason: o.reason,
 	})
@@ -97,6 +120,18 @@ func revokeSession(ctx context.Context, tx pgx.Tx, o *op, session, cause string,
 		return false, err
 	}
 	o.targets.Sessions = append(o.targets.Sessions, session)
+	if _, err := tx.Exec(ctx, `INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
+		SELECT $1, tenant_id, session_id, user_id, client, holder, device_id FROM sessions WHERE tenant_id = $2 AND session_id = $3
+		ON CONFLICT DO NOTHING`, o.id, o.tenant, session); err != nil {
+		return false, fmt.Errorf("admin: revoke session: %w", err)
+	}
+	kind := changeRevoked
+	if end {
+		kind = changeEnded
+	}
+	if err := recordChange(ctx, tx, o.tenant, user, session, kind, map[string]any{"operation_id": o.id.String(), "cause": cause}); err != nil {
+		return false, err
+	}
 	return true, emit(o, subject, events.TypeSessionRevoked, "sessions/"+session, at, events.SessionRevoked{
 		Tenant: o.tenant, Session: session, User: user, RevokedAt: at, OperationID: o.id.String(),
 		Cause: cause, Reason: o.reason,

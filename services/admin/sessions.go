@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"regexp"
@@ -37,20 +36,29 @@ type sessionRequest struct {
 
 // sessionView is a registered session as the API shows it.
 type sessionView struct {
-	Tenant          string          `json:"tenant"`
-	SessionID       string          `json:"session_id"`
-	UserID          string          `json:"user_id"`
-	Client          string          `json:"client"`
-	IssuedAt        time.Time       `json:"issued_at"`
-	RegisteredAt    time.Time       `json:"registered_at"`
-	ExpiresAt       *time.Time      `json:"expires_at,omitempty"`
-	Status          string          `json:"status"`
-	EndedAt         *time.Time      `json:"ended_at,omitempty"`
-	RevokedAt       *time.Time      `json:"revoked_at,omitempty"`
-	RevokeCause     *string         `json:"revoke_cause,omitempty"`
-	RevokeReason    *string         `json:"revoke_reason,omitempty"`
-	RevokeOperation *string         `json:"revoke_operation,omitempty"`
-	Attributes      json.RawMessage `json:"attributes,omitempty"`
+	Tenant          string     `json:"tenant"`
+	SessionID       string     `json:"session_id"`
+	UserID          string     `json:"user_id"`
+	Client          string     `json:"client"`
+	IssuedAt        time.Time  `json:"issued_at"`
+	RegisteredAt    time.Time  `json:"registered_at"`
+	ExpiresAt       *time.Time `json:"expires_at,omitempty"`
+	Status          string     `json:"status"`
+	EndedAt         *time.Time `json:"ended_at,omitempty"`
+	RevokedAt       *time.Time `json:"revoked_at,omitempty"`
+	RevokeCause     *string    `json:"revoke_cause,omitempty"`
+	RevokeReason    *string    `json:"revoke_reason,omitempty"`
+	RevokeOperation *string    `json:"revoke_operation,omitempty"`
+	Holder          *string    `json:"holder,omitempty"`
+	DeviceID        *string    `json:"device_id,omitempty"`
+	Platform        *string    `json:"platform,omitempty"`
+	AppVersion      *string    `json:"app_version,omitempty"`
+	IP              *string    `json:"ip,omitempty"`
+	UserAgent       *string    `json:"user_agent,omitempty"`
+	TrustedDevice   bool       `json:"trusted_device"`
+	LastSeenAt      time.Time  `json:"last_seen_at"`
+	Termination     *string    `json:"termination,omitempty"`
+	TerminatedAt    *time.Time `json:"terminated_at,omitempty"`
 }
 
 const maxAttribute = 512
@@ -79,12 +87,6 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusBadRequest, CodeBadRequest, "%s is longer than %d bytes", name, maxAttribute)
 		}
 	}
-	attrs, err := json.Marshal(map[string]any{"device_id": req.DeviceID, "platform": req.Platform,
-		"app_version": req.AppVersion, "holder": req.Holder, "ip": req.IP, "user_agent": req.UserAgent,
-		"trusted_device": req.TrustedDevice})
-	if err != nil {
-		return err
-	}
 	tenant := ids[0]
 	var out sessionView
 	var created bool
@@ -95,10 +97,13 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 		// issued_at is evict's clock unless the holder says the session is
 		// older: a holder clock that runs ahead must not let a session slip
 		// past a logout watermark.
-		err := tx.QueryRow(ctx, `INSERT INTO sessions (tenant_id, session_id, user_id, client, issued_at, expires_at, attributes)
-			VALUES ($1, $2, $3, $4, least(coalesce($5, clock_timestamp()), clock_timestamp()), $6, $7)
+		err := tx.QueryRow(ctx, `INSERT INTO sessions (tenant_id, session_id, user_id, client, issued_at, expires_at,
+				holder, device_id, platform, app_version, ip, user_agent, trusted_device)
+			VALUES ($1, $2, $3, $4, least(coalesce($5, clock_timestamp()), clock_timestamp()), $6,
+				nullif($7, ''), nullif($8, ''), nullif($9, ''), nullif($10, ''), nullif($11, ''), nullif($12, ''), $13)
 			ON CONFLICT DO NOTHING RETURNING true`,
-			tenant, req.SessionID, req.UserID, req.Client, req.IssuedAt, req.ExpiresAt, attrs).Scan(&created)
+			tenant, req.SessionID, req.UserID, req.Client, req.IssuedAt, req.ExpiresAt,
+			req.Holder, req.DeviceID, req.Platform, req.AppVersion, req.IP, req.UserAgent, req.TrustedDevice).Scan(&created)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
@@ -111,6 +116,9 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 				return errorf(http.StatusConflict, CodeConflict, "session %q is already registered for another user or client", req.SessionID)
 			}
 			return nil
+		}
+		if err := recordChange(ctx, tx, tenant, req.UserID, req.SessionID, changeStarted, nil); err != nil {
+			return err
 		}
 		o := &op{tenant: tenant}
 		if err := emitHistory(o, events.TypeSessionRegistered, "sessions/"+req.SessionID, out.RegisteredAt, events.SessionLifecycle{
@@ -187,14 +195,18 @@ func loadSession(ctx context.Context, q rowQuerier, tenant, session string) (ses
 	var tenantNB, userNB *time.Time
 	var tenantOp, userOp, tenantCause, userCause, tenantReason, userReason *string
 	err := q.QueryRow(ctx, `SELECT s.user_id, s.client, s.issued_at, s.registered_at, s.expires_at, s.ended_at,
-			s.revoked_at, s.revoke_cause, s.revoke_reason, s.revoke_operation::text, s.attributes,
+			s.revoked_at, s.revoke_cause, s.revoke_reason, s.revoke_operation::text,
+			s.holder, s.device_id, s.platform, s.app_version, s.ip, s.user_agent, s.trusted_device, s.last_seen_at,
+			s.termination, s.terminated_at,
 			t.not_before, t.not_before_operation::text, t.not_before_cause, t.not_before_reason,
 			w.not_before, w.operation_id::text, w.cause, w.reason
 		FROM sessions s JOIN tenants t ON t.id = s.tenant_id
 		LEFT JOIN user_watermarks w ON w.tenant_id = s.tenant_id AND w.user_id = s.user_id
 		WHERE s.tenant_id = $1 AND s.session_id = $2`, tenant, session).Scan(
 		&v.UserID, &v.Client, &v.IssuedAt, &v.RegisteredAt, &v.ExpiresAt, &v.EndedAt,
-		&v.RevokedAt, &v.RevokeCause, &v.RevokeReason, &v.RevokeOperation, &v.Attributes,
+		&v.RevokedAt, &v.RevokeCause, &v.RevokeReason, &v.RevokeOperation,
+		&v.Holder, &v.DeviceID, &v.Platform, &v.AppVersion, &v.IP, &v.UserAgent, &v.TrustedDevice, &v.LastSeenAt,
+		&v.Termination, &v.TerminatedAt,
 		&tenantNB, &tenantOp, &tenantCause, &tenantReason,
 		&userNB, &userOp, &userCause, &userReason)
 	if errors.Is(err, pgx.ErrNoRows) {

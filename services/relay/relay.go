@@ -191,6 +191,7 @@ func (r *Relay) lead(ctx context.Context) error {
 
 type row struct {
 	seq       int64
+	operation uuid.NullUUID
 	eventID   uuid.UUID
 	subject   string
 	payload   []byte
@@ -200,12 +201,12 @@ type row struct {
 // drain publishes one batch and deletes what JetStream acknowledged. It
 // reports whether the outbox was empty.
 func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (empty bool, err error) {
-	rows, err := conn.Query(ctx, "SELECT seq, event_id, subject, payload, created_at FROM outbox ORDER BY seq LIMIT $1", r.cfg.BatchSize)
+	rows, err := conn.Query(ctx, "SELECT seq, operation_id, event_id, subject, payload, created_at FROM outbox ORDER BY seq LIMIT $1", r.cfg.BatchSize)
 	if err != nil {
 		return false, fmt.Errorf("relay: read outbox: %w", err)
 	}
 	batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (row_ row, err error) {
-		err = row.Scan(&row_.seq, &row_.eventID, &row_.subject, &row_.payload, &row_.createdAt)
+		err = row.Scan(&row_.seq, &row_.operation, &row_.eventID, &row_.subject, &row_.payload, &row_.createdAt)
 		return row_, err
 	})
 	if err != nil {
@@ -247,33 +248,54 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (empty bool, err erro
 
 	// Delete the acknowledged prefix only: what follows a failure is
 	// published again, in order, on the next round.
-	done := make([]int64, 0, len(batch))
+	stateSeq := make([]uint64, len(batch)) // EVICT_STATE sequence of each row's message
+	n := len(batch)
 	var failure error
 	now := time.Now()
 	for i, b := range batch {
-		if f := futures[i]; f != nil {
-			select {
-			case ack := <-f.Ok():
-				stream := "state"
-				if ack.Stream == events.EventsStream {
-					stream = "events"
-				}
-				r.metrics.published.WithLabelValues(stream).Inc()
-				r.metrics.delay.Observe(now.Sub(b.createdAt).Seconds())
-			case err := <-f.Err():
-				failure = fmt.Errorf("relay: publish %s to %s: %w", b.eventID, b.subject, err)
-			default:
-				failure = fmt.Errorf("relay: publish %s to %s: no acknowledgement within %s", b.eventID, b.subject, r.cfg.AckTimeout)
-			}
+		f := futures[i]
+		if f == nil {
+			continue // superseded in this batch
 		}
-		if failure != nil {
-			break
+		select {
+		case ack := <-f.Ok():
+			stream := "state"
+			if ack.Stream == events.EventsStream {
+				stream = "events"
+			} else {
+				stateSeq[i] = ack.Sequence
+			}
+			r.metrics.published.WithLabelValues(stream).Inc()
+			r.metrics.delay.Observe(now.Sub(b.createdAt).Seconds())
+			continue
+		case err := <-f.Err():
+			failure = fmt.Errorf("relay: publish %s to %s: %w", b.eventID, b.subject, err)
+		default:
+			failure = fmt.Errorf("relay: publish %s to %s: no acknowledgement within %s", b.eventID, b.subject, r.cfg.AckTimeout)
+		}
+		n = i
+		break
+	}
+	done := make([]int64, 0, n)
+	opIDs := make([]uuid.UUID, 0, n)
+	opSeqs := make([]int64, 0, n)
+	for i, b := range batch[:n] {
+		seq := stateSeq[i]
+		if j, ok := lastOf[b.subject]; ok && j != i {
+			if j >= n {
+				break // its successor is not stored yet: keep it for the next round
+			}
+			seq = stateSeq[j] // a superseded row is carried by its successor
 		}
 		done = append(done, b.seq)
+		if b.operation.Valid {
+			opIDs = append(opIDs, b.operation.UUID)
+			opSeqs = append(opSeqs, int64(seq))
+		}
 	}
 	if len(done) > 0 {
-		if _, err := conn.Exec(ctx, "DELETE FROM outbox WHERE seq = ANY($1)", done); err != nil {
-			return false, fmt.Errorf("relay: delete published rows: %w", err)
+		if err := r.settle(ctx, conn, done, opIDs, opSeqs); err != nil {
+			return false, err
 		}
 	}
 	if failure != nil {
@@ -281,6 +303,31 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (empty bool, err erro
 		return false, failure
 	}
 	return false, nil
+}
+
+// settle deletes published rows and records, for each operation, the last
+// EVICT_STATE sequence of its events and, once none of its rows is left,
+// when it was fully published. Guards report the sequence they applied;
+// comparing the two tells when a logout is enforced.
+func (r *Relay) settle(ctx context.Context, conn *pgx.Conn, done []int64, opIDs []uuid.UUID, opSeqs []int64) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "DELETE FROM outbox WHERE seq = ANY($1)", done); err != nil {
+			return fmt.Errorf("relay: delete published rows: %w", err)
+		}
+		if len(opIDs) == 0 {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `UPDATE operations o SET
+				state_seq = nullif(greatest(coalesce(o.state_seq, 0), v.seq), 0),
+				published_at = CASE WHEN EXISTS (SELECT 1 FROM outbox x WHERE x.operation_id = o.id)
+					THEN NULL ELSE coalesce(o.published_at, clock_timestamp()) END
+			FROM (SELECT id, max(seq) AS seq FROM unnest($1::uuid[], $2::bigint[]) AS t(id, seq) GROUP BY id) v
+			WHERE o.id = v.id`, opIDs, opSeqs)
+		if err != nil {
+			return fmt.Errorf("relay: record operation sequences: %w", err)
+		}
+		return nil
+	})
 }
 
 func (r *Relay) heartbeat(ctx context.Context) error {

@@ -1,0 +1,100 @@
+package guard
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/evict-dev/evict/events"
+)
+
+// defaultInstance is host-pid-random, reduced to identifier characters.
+func defaultInstance() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	name := strings.Map(func(r rune) rune {
+		if r < 128 && events.ValidID(string(r)) {
+			return r
+		}
+		return '-'
+	}, host)
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	return name + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b)
+}
+
+func (g *Guard) kickReport() {
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+}
+
+// report publishes the applied sequence after each catch-up and every
+// ReportInterval. Reports are best effort on core NATS: a lost one is
+// replaced by the next.
+func (g *Guard) report(ctx context.Context) {
+	subject, err := events.ReportSubject(g.cfg.Instance, "applied")
+	if err != nil {
+		g.log.Error("cannot report", "err", err)
+		return
+	}
+	t := time.NewTicker(g.cfg.ReportInterval)
+	defer t.Stop()
+	var last uint64
+	var lastAt time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-g.kick:
+			if g.appliedSq.Load() == last && time.Since(lastAt) < g.cfg.ReportInterval {
+				continue
+			}
+		}
+		last, lastAt = g.appliedSq.Load(), time.Now()
+		g.publishReport(subject, events.TypeGuardApplied, "", events.GuardApplied{
+			Instance: g.cfg.Instance, Tenants: g.cfg.Tenants, AppliedSeq: last,
+			Ready: g.isReady.Load(), StartedAt: g.created,
+		})
+	}
+}
+
+func (g *Guard) publishReport(subject, typ, tenant string, data any) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return
+	}
+	ev := events.New(id.String(), typ, tenant, "", time.Now(), data)
+	ev.Source = "/guards/" + g.cfg.Instance
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return
+	}
+	if err := g.cfg.Conn.Publish(subject, b); err != nil {
+		g.log.Warn("report not sent", "subject", subject, "err", err)
+	}
+}
+
+// reportTermination tells evict how a revoked session with in-flight work
+// is ending.
+func (g *Guard) reportTermination(s Session, state string, inFlight int, opID string, timedOut bool) {
+	subject, err := events.ReportSubject(g.cfg.Instance, "session")
+	if err != nil {
+		return
+	}
+	g.publishReport(subject, events.TypeSessionTermination, s.Tenant, events.SessionTermination{
+		Instance: g.cfg.Instance, Tenant: s.Tenant, User: s.User, Session: s.ID,
+		State: state, InFlight: inFlight, OperationID: opID, TimedOut: timedOut,
+	})
+}

@@ -1,0 +1,214 @@
+// Package registry keeps track of session holders and tells when an
+// operation has been enforced.
+//
+// Guards report, on core NATS, the EVICT_STATE sequence they have applied
+// (one small message per guard instance, whatever the number of sessions)
+// and the graceful end of sessions with in-flight work. The registry stores
+// those reports and compares them with the sequence of each operation's
+// events, which the relay records: a target session is enforced once its
+// holder has applied that sequence. It also stamps each operation's
+// completion time.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+
+	"github.com/evict-dev/evict/events"
+)
+
+// Config configures a Registry.
+type Config struct {
+	// Pool is required; Conn is required by Run.
+	Pool *pgxpool.Pool
+	Conn *nats.Conn
+	// Liveness is how long a guard instance counts as live after its last
+	// report. Default 15s (three of the guards' default report intervals).
+	Liveness time.Duration
+	// FlushInterval batches applied reports into the database. Default 20ms.
+	FlushInterval time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Registry ingests guard reports and completes operations.
+type Registry struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	applied map[string]events.GuardApplied // latest unflushed report per instance
+	seen    map[string]time.Time
+
+	// changed is closed and replaced whenever a flush may have completed
+	// operations, to wake long polls.
+	changedMu sync.Mutex
+	changed   chan struct{}
+}
+
+// New returns a Registry for cfg.
+func New(cfg Config) (*Registry, error) {
+	if cfg.Pool == nil {
+		return nil, errors.New("registry: Config.Pool is required")
+	}
+	if cfg.Liveness <= 0 {
+		cfg.Liveness = 15 * time.Second
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 20 * time.Millisecond
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Registry{cfg: cfg, log: log.With("component", "registry"), applied: map[string]events.GuardApplied{},
+		seen: map[string]time.Time{}, changed: make(chan struct{})}, nil
+}
+
+// Liveness is the configured liveness window.
+func (r *Registry) Liveness() time.Duration { return r.cfg.Liveness }
+
+// Changed returns a channel closed at the next flush of reports.
+func (r *Registry) Changed() <-chan struct{} {
+	r.changedMu.Lock()
+	defer r.changedMu.Unlock()
+	return r.changed
+}
+
+func (r *Registry) signal() {
+	r.changedMu.Lock()
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.changedMu.Unlock()
+}
+
+// Run ingests reports until ctx ends.
+func (r *Registry) Run(ctx context.Context) error {
+	if r.cfg.Conn == nil {
+		return errors.New("registry: Config.Conn is required to run")
+	}
+	sub, err := r.cfg.Conn.Subscribe(events.ReportPrefix+"*.*", func(m *nats.Msg) { r.ingest(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("registry: subscribe: %w", err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // the connection closes next
+	t := time.NewTicker(r.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := r.flush(ctx); err != nil && ctx.Err() == nil {
+				r.log.WarnContext(ctx, "flush guard reports", "err", err)
+			}
+			if err := r.complete(ctx); err != nil && ctx.Err() == nil {
+				r.log.WarnContext(ctx, "complete operations", "err", err)
+			}
+		}
+	}
+}
+
+type envelope[T any] struct {
+	Type string `json:"type"`
+	Data T      `json:"data"`
+}
+
+func (r *Registry) ingest(ctx context.Context, m *nats.Msg) {
+	rest := strings.TrimPrefix(m.Subject, events.ReportPrefix)
+	instance, kind, ok := strings.Cut(rest, ".")
+	if !ok || !events.ValidID(instance) {
+		return
+	}
+	switch kind {
+	case "applied":
+		var e envelope[events.GuardApplied]
+		if err := json.Unmarshal(m.Data, &e); err != nil || e.Type != events.TypeGuardApplied || e.Data.Instance != instance {
+			r.log.Warn("malformed guard report skipped", "subject", m.Subject)
+			return
+		}
+		r.mu.Lock()
+		r.applied[instance] = e.Data
+		r.seen[instance] = time.Now()
+		r.mu.Unlock()
+	case "session":
+		var e envelope[events.SessionTermination]
+		if err := json.Unmarshal(m.Data, &e); err != nil || e.Type != events.TypeSessionTermination || e.Data.Instance != instance ||
+			!events.ValidID(e.Data.Tenant) || !events.ValidID(e.Data.Session) ||
+			(e.Data.State != events.TerminationDeferred && e.Data.State != events.TerminationTerminated) {
+			r.log.Warn("malformed session report skipped", "subject", m.Subject)
+			return
+		}
+		if err := r.recordTermination(ctx, e.Data); err != nil {
+			r.log.Warn("session report not recorded", "err", err, "tenant", e.Data.Tenant, "session", e.Data.Session)
+		}
+	}
+}
+
+// recordTermination stores a deferred or terminated state reported by the
+// session's own holder; reports from other instances are ignored.
+func (r *Registry) recordTermination(ctx context.Context, t events.SessionTermination) error {
+	detail, _ := json.Marshal(map[string]any{"instance": t.Instance, "operation_id": t.OperationID, "timed_out": t.TimedOut, "in_flight": t.InFlight})
+	_, err := r.cfg.Pool.Exec(ctx, `WITH s AS (
+			UPDATE sessions SET termination = $4,
+				terminated_at = CASE WHEN $4 = 'terminated' THEN clock_timestamp() END
+			WHERE tenant_id = $1 AND session_id = $2 AND holder = $3
+			  AND termination IS DISTINCT FROM 'terminated'
+			RETURNING user_id)
+		INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
+		SELECT $1, user_id, $2, $4, $5 FROM s`,
+		t.Tenant, t.Session, t.Instance, t.State, detail)
+	if err == nil {
+		r.signal()
+	}
+	return err
+}
+
+func (r *Registry) flush(ctx context.Context) error {
+	r.mu.Lock()
+	if len(r.applied) == 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	batch := r.applied
+	r.applied = map[string]events.GuardApplied{}
+	r.mu.Unlock()
+	var instances []string
+	var seqs []int64
+	var started []time.Time
+	var tenants []string // each instance's tenants, comma-joined (identifiers hold no commas)
+	var ready []bool
+	for _, a := range batch {
+		instances = append(instances, a.Instance)
+		seqs = append(seqs, int64(a.AppliedSeq))
+		started = append(started, a.StartedAt)
+		tenants = append(tenants, strings.Join(a.Tenants, ","))
+		ready = append(ready, a.Ready)
+	}
+	_, err := r.cfg.Pool.Exec(ctx, `INSERT INTO guard_instances AS g (instance, tenants, applied_seq, started_at, last_report_at)
+		SELECT i, CASE WHEN t = '' THEN '{}'::text[] ELSE string_to_array(t, ',') END,
+		       CASE WHEN rd THEN s ELSE 0 END, st, clock_timestamp()
+		FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::bool[]) AS u(i, s, st, t, rd)
+		ON CONFLICT (instance) DO UPDATE SET
+			tenants = excluded.tenants,
+			-- A restarted instance starts over: its sequence may go down.
+			applied_seq = CASE WHEN excluded.started_at = g.started_at THEN greatest(g.applied_seq, excluded.applied_seq)
+			                   ELSE excluded.applied_seq END,
+			started_at = excluded.started_at,
+			last_report_at = excluded.last_report_at`,
+		instances, seqs, started, tenants, ready)
+	if err != nil {
+		return err
+	}
+	r.signal()
+	return nil
+}

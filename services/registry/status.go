@@ -1,0 +1,196 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Target states, as GET /v1/operations/{id} shows them.
+const (
+	TargetPending    = "pending"    // its holder has not applied the revocation yet
+	TargetEnforced   = "enforced"   // its holder applied it: the session is refused
+	TargetDeferred   = "deferred"   // refused for new requests; in-flight work is finishing
+	TargetTerminated = "terminated" // in-flight work ended, or the session expired
+	TargetFailed     = "failed"
+)
+
+// Operation summaries.
+const (
+	SummaryPending   = "pending"   // still progressing
+	SummaryPartial   = "partial"   // waiting only on holders that are down
+	SummaryCompleted = "completed" // every target enforced or terminated, every live guard applied
+)
+
+// Target is one session an operation aimed at.
+type Target struct {
+	Session    string `json:"session_id"`
+	User       string `json:"user_id"`
+	Client     string `json:"client"`
+	Holder     string `json:"holder,omitempty"`
+	Device     string `json:"device_id,omitempty"`
+	Status     string `json:"status"`
+	HolderLive bool   `json:"holder_live"`
+	Detail     string `json:"detail,omitempty"`
+}
+
+// Guard is a live guard instance serving the operation's tenant.
+type Guard struct {
+	Instance   string    `json:"instance"`
+	AppliedSeq int64     `json:"applied_seq"`
+	Applied    bool      `json:"applied"`
+	LastReport time.Time `json:"last_report_at"`
+}
+
+// Status is what an operation achieved so far.
+type Status struct {
+	Summary  string         `json:"summary"`
+	StateSeq *int64         `json:"state_seq,omitempty"`
+	Counts   map[string]int `json:"counts"`
+	Total    int            `json:"total_targets"`
+	Targets  []Target       `json:"targets"`
+	// TargetsTruncated is true when Targets lists only the first targets.
+	TargetsTruncated bool    `json:"targets_truncated,omitempty"`
+	Guards           []Guard `json:"guards"`
+}
+
+// maxListed bounds the targets listed in a status; counts are exact.
+const maxListed = 500
+
+// targetsSQL yields the operation's targets: the sessions recorded when it
+// was accepted or, for a tenant-wide logout (O(1) at command time), the
+// tenant's sessions that were live then.
+const targetsSQL = `WITH op AS (
+		SELECT id, tenant_id, accepted_at, (targets->>'tenant')::boolean IS TRUE AS tenant_wide
+		FROM operations WHERE id = $1),
+	tgt AS (
+		SELECT t.session_id, t.user_id, t.client, t.holder, t.device_id
+		FROM operation_targets t WHERE t.operation_id = $1
+		UNION ALL
+		SELECT s.session_id, s.user_id, s.client, s.holder, s.device_id
+		FROM sessions s, op
+		WHERE op.tenant_wide AND s.tenant_id = op.tenant_id AND s.registered_at <= op.accepted_at
+		  AND (s.ended_at IS NULL OR s.ended_at >= op.accepted_at)
+		  AND (s.revoked_at IS NULL OR s.revoked_at >= op.accepted_at))
+	SELECT tgt.session_id, tgt.user_id, tgt.client, coalesce(tgt.holder, ''), coalesce(tgt.device_id, ''),
+		CASE
+			WHEN s.termination = 'terminated' THEN 'terminated'
+			WHEN s.termination = 'deferred' THEN 'deferred'
+			WHEN $2::bigint IS NULL THEN 'pending'
+			WHEN tgt.holder IS NULL THEN CASE WHEN $3 THEN 'enforced' ELSE 'pending' END
+			WHEN g.applied_seq >= $2 THEN 'enforced'
+			WHEN s.expires_at IS NOT NULL AND s.expires_at < clock_timestamp() THEN 'terminated'
+			ELSE 'pending'
+		END AS status,
+		coalesce(g.last_report_at > clock_timestamp() - $4::interval, false) AS live,
+		CASE WHEN s.termination IS NULL AND s.expires_at IS NOT NULL AND s.expires_at < clock_timestamp()
+			AND NOT coalesce(g.applied_seq >= $2, false) THEN 'expired' ELSE '' END AS detail
+	FROM tgt
+	JOIN op ON true
+	JOIN sessions s ON s.tenant_id = op.tenant_id AND s.session_id = tgt.session_id
+	LEFT JOIN guard_instances g ON g.instance = tgt.holder`
+
+// Operation computes the status of operation id.
+func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
+	st := Status{Counts: map[string]int{}, Targets: []Target{}, Guards: []Guard{}}
+	var tenant string
+	var published *time.Time
+	err := r.cfg.Pool.QueryRow(ctx, "SELECT tenant_id, state_seq, published_at FROM operations WHERE id = $1", id).
+		Scan(&tenant, &st.StateSeq, &published)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return st, fmt.Errorf("registry: operation %v: %w", id, pgx.ErrNoRows)
+	}
+	if err != nil {
+		return st, err
+	}
+	live := fmt.Sprintf("%d milliseconds", r.cfg.Liveness.Milliseconds())
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT instance, applied_seq, last_report_at FROM guard_instances
+		WHERE last_report_at > clock_timestamp() - $1::interval AND (tenants = '{}' OR $2 = ANY(tenants))
+		ORDER BY instance`, live, tenant)
+	if err != nil {
+		return st, err
+	}
+	allApplied := published != nil
+	for rows.Next() {
+		var g Guard
+		if err := rows.Scan(&g.Instance, &g.AppliedSeq, &g.LastReport); err != nil {
+			rows.Close()
+			return st, err
+		}
+		g.Applied = published != nil && (st.StateSeq == nil || g.AppliedSeq >= *st.StateSeq)
+		allApplied = allApplied && g.Applied
+		st.Guards = append(st.Guards, g)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return st, err
+	}
+
+	rows, err = r.cfg.Pool.Query(ctx, targetsSQL+" ORDER BY tgt.session_id", id, st.StateSeq, allApplied, live)
+	if err != nil {
+		return st, err
+	}
+	defer rows.Close()
+	pendingLive, pendingDown := 0, 0
+	for rows.Next() {
+		var t Target
+		if err := rows.Scan(&t.Session, &t.User, &t.Client, &t.Holder, &t.Device, &t.Status, &t.HolderLive, &t.Detail); err != nil {
+			return st, err
+		}
+		st.Total++
+		st.Counts[t.Status]++
+		switch {
+		case t.Status == TargetPending && (t.HolderLive || t.Holder == ""):
+			pendingLive++
+		case t.Status == TargetPending:
+			pendingDown++
+			t.Detail = "holder_down"
+		}
+		if len(st.Targets) < maxListed {
+			st.Targets = append(st.Targets, t)
+		} else {
+			st.TargetsTruncated = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return st, err
+	}
+	switch {
+	case published == nil || pendingLive > 0 || st.Counts[TargetDeferred] > 0 || !allApplied:
+		st.Summary = SummaryPending
+	case pendingDown > 0:
+		st.Summary = SummaryPartial
+	default:
+		st.Summary = SummaryCompleted
+	}
+	return st, nil
+}
+
+// complete stamps completed_at on operations that have just completed.
+func (r *Registry) complete(ctx context.Context) error {
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT id FROM operations
+		WHERE completed_at IS NULL AND published_at IS NOT NULL ORDER BY accepted_at LIMIT 200`)
+	if err != nil {
+		return err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[[16]byte])
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		st, err := r.Operation(ctx, id)
+		if err != nil {
+			return err
+		}
+		if st.Summary != SummaryCompleted {
+			continue
+		}
+		if _, err := r.cfg.Pool.Exec(ctx, "UPDATE operations SET completed_at = clock_timestamp() WHERE id = $1 AND completed_at IS NULL", id); err != nil {
+			return err
+		}
+	}
+	return nil
+}

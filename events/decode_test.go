@@ -14,10 +14,21 @@ func TestDecodeRevocationOfSampleEvents(t *testing.T) {
 	tests := []struct {
 		typ  string
 		want events.Revocation
+		// subject is the state subject the event is published on.
+		subject string
 	}{
-		{events.TypeTenantRevoked, events.Revocation{Kind: events.KindTenant, Tenant: "acme"}},
-		{events.TypeUserRevoked, events.Revocation{Kind: events.KindUser, Tenant: "acme", ID: "google-oauth2:109876543210@acme"}},
-		{events.TypeSessionRevoked, events.Revocation{Kind: events.KindSession, Tenant: "acme", ID: "s_9f2c4e1a7b3d"}},
+		{events.TypeTenantRevoked, events.Revocation{Kind: events.KindTenant, Tenant: "acme"},
+			"evict.state.acme.tenant"},
+		{events.TypeUserRevoked, events.Revocation{Kind: events.KindUser, Tenant: "acme", ID: "google-oauth2:109876543210@acme"},
+			"evict.state.acme.user.google-oauth2:109876543210@acme"},
+		{events.TypeSessionRevoked, events.Revocation{Kind: events.KindSession, Tenant: "acme", ID: "s_9f2c4e1a7b3d"},
+			"evict.state.acme.session.s_9f2c4e1a7b3d"},
+		// A device entry is keyed by the device alone (unique within the
+		// tenant), not by its user.
+		{events.TypeDeviceRevoked, events.Revocation{Kind: events.KindDevice, Tenant: "acme", ID: "ios-3F2504E0-4F89-11D3-9A0C-0305E82C3301"},
+			"evict.state.acme.device.ios-3F2504E0-4F89-11D3-9A0C-0305E82C3301"},
+		{events.TypeTrustRevoked, events.Revocation{Kind: events.KindTrust, Tenant: "acme", ID: "google-oauth2:109876543210@acme"},
+			"evict.state.acme.trust.google-oauth2:109876543210@acme"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.typ, func(t *testing.T) {
@@ -39,6 +50,10 @@ func TestDecodeRevocationOfSampleEvents(t *testing.T) {
 			if got.OperationID != "0195a3c0-2b1d-7f3e-8a6b-1c2d3e4f5a6b" || got.EventID == "" {
 				t.Errorf("OperationID, EventID = %q, %q", got.OperationID, got.EventID)
 			}
+			// A consumer compares this with the subject the message came on.
+			if s := got.Subject(); s != tc.subject {
+				t.Errorf("Subject() = %q, want %q", s, tc.subject)
+			}
 		})
 	}
 }
@@ -46,8 +61,10 @@ func TestDecodeRevocationOfSampleEvents(t *testing.T) {
 func TestDecodeRevocationSkipsOtherTypes(t *testing.T) {
 	t.Parallel()
 	samples := sampleEvents(t)
-	for _, typ := range sortedTypes() {
-		if events.Types[typ] == "" && typ != events.TypeHeartbeat {
+	// Guard reports are not state either: one that reached a state consumer
+	// must be skipped too.
+	for _, typ := range schemaTypes() {
+		if kind, state := events.Types[typ]; state && kind == "" && typ != events.TypeHeartbeat {
 			continue // a revocation
 		}
 		t.Run(typ, func(t *testing.T) {
@@ -97,6 +114,19 @@ func TestDecodeRevocationRefuses(t *testing.T) {
 		{"no session", `{"type":"dev.evict.session.revoked.v1","data":{"tenant":"acme","user":"jane","revoked_at":"2026-03-14T09:26:53Z"}}`},
 		{"session event with not_before only", `{"type":"dev.evict.session.revoked.v1","data":{"tenant":"acme","session":"s1","not_before":"2026-03-14T09:26:53Z"}}`},
 		{"session with a dot", `{"type":"dev.evict.session.revoked.v1","data":{"tenant":"acme","session":"s.1","revoked_at":"2026-03-14T09:26:53Z"}}`},
+		{"no device", `{"type":"dev.evict.device.revoked.v1","data":{"tenant":"acme","user":"jane","revoked_at":"2026-03-14T09:26:53Z"}}`},
+		{"empty device", `{"type":"dev.evict.device.revoked.v1","data":{"tenant":"acme","user":"jane","device":"","revoked_at":"2026-03-14T09:26:53Z"}}`},
+		{"device with a dot", `{"type":"dev.evict.device.revoked.v1","data":{"tenant":"acme","user":"jane","device":"ios.1","revoked_at":"2026-03-14T09:26:53Z"}}`},
+		{"wildcard device", `{"type":"dev.evict.device.revoked.v1","data":{"tenant":"acme","user":"jane","device":">","revoked_at":"2026-03-14T09:26:53Z"}}`},
+		{"device event with session only", `{"type":"dev.evict.device.revoked.v1","data":{"tenant":"acme","session":"s1","revoked_at":"2026-03-14T09:26:53Z"}}`},
+		{"device event with not_before only", `{"type":"dev.evict.device.revoked.v1","data":{"tenant":"acme","user":"jane","device":"d1","not_before":"2026-03-14T09:26:53Z"}}`},
+		{"zero revoked_at", `{"type":"dev.evict.device.revoked.v1","data":{"tenant":"acme","user":"jane","device":"d1","revoked_at":"0001-01-01T00:00:00Z"}}`},
+		{"device with dot in tenant", `{"type":"dev.evict.device.revoked.v1","data":{"tenant":"acme.corp","user":"jane","device":"d1","revoked_at":"2026-03-14T09:26:53Z"}}`},
+		{"no trust user", `{"type":"dev.evict.trust.revoked.v1","data":{"tenant":"acme","not_before":"2026-03-14T09:26:53Z"}}`},
+		{"star trust user", `{"type":"dev.evict.trust.revoked.v1","data":{"tenant":"acme","user":"*","not_before":"2026-03-14T09:26:53Z"}}`},
+		{"trust event with device only", `{"type":"dev.evict.trust.revoked.v1","data":{"tenant":"acme","device":"d1","not_before":"2026-03-14T09:26:53Z"}}`},
+		{"trust event with revoked_at only", `{"type":"dev.evict.trust.revoked.v1","data":{"tenant":"acme","user":"jane","revoked_at":"2026-03-14T09:26:53Z"}}`},
+		{"trust user as number", `{"type":"dev.evict.trust.revoked.v1","data":{"tenant":"acme","user":7,"not_before":"2026-03-14T09:26:53Z"}}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

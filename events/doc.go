@@ -15,8 +15,12 @@
 //	evict.state.<tenant>.tenant            tenant-wide not-before watermark  (stream EVICT_STATE)
 //	evict.state.<tenant>.user.<user>       per-user not-before watermark     (stream EVICT_STATE)
 //	evict.state.<tenant>.session.<session> one revoked session               (stream EVICT_STATE)
+//	evict.state.<tenant>.device.<device>   one device whose trust was revoked (stream EVICT_STATE)
+//	evict.state.<tenant>.trust.<user>      per-user trust watermark          (stream EVICT_STATE)
 //	evict.state.heartbeat                  relay heartbeat: outbox drained   (stream EVICT_STATE)
 //	evict.events.<tenant>.<kind>           history of commands, e.g. member.removed (stream EVICT_EVENTS)
+//	evict.report.<instance>.applied        a guard's applied sequence          (core NATS, see report.go)
+//	evict.report.<instance>.session        a session's graceful termination    (core NATS)
 //
 // EVICT_STATE keeps only the last message per subject and drops messages
 // older than the longest session lifetime, so reading it from the start gives

@@ -22,6 +22,8 @@ const (
 	TypeUserRevoked    = "dev.evict.user.revoked.v1"
 	TypeSessionRevoked = "dev.evict.session.revoked.v1"
 	TypeHeartbeat      = "dev.evict.relay.heartbeat.v1"
+	TypeDeviceRevoked  = "dev.evict.device.revoked.v1"
+	TypeTrustRevoked   = "dev.evict.trust.revoked.v1"
 
 	// History events, on EVICT_EVENTS.
 	TypeMemberAdded       = "dev.evict.member.added.v1"
@@ -39,6 +41,8 @@ var Types = map[string]string{
 	TypeUserRevoked:       "",
 	TypeSessionRevoked:    "",
 	TypeHeartbeat:         "",
+	TypeDeviceRevoked:     "",
+	TypeTrustRevoked:      "",
 	TypeMemberAdded:       "member.added",
 	TypeMemberRemoved:     "member.removed",
 	TypeAccessChanged:     "access.changed",
@@ -115,6 +119,27 @@ type SessionRevoked struct {
 	Reason      string    `json:"reason,omitempty"`
 }
 
+// DeviceRevoked withdraws the trust of one device (the one that skips the
+// second factor). Device ids are unique within a tenant.
+type DeviceRevoked struct {
+	Tenant      string    `json:"tenant"`
+	User        string    `json:"user"`
+	Device      string    `json:"device"`
+	RevokedAt   time.Time `json:"revoked_at"`
+	OperationID string    `json:"operation_id"`
+	Reason      string    `json:"reason,omitempty"`
+}
+
+// TrustRevoked withdraws the trust of every device of the user trusted
+// before NotBefore.
+type TrustRevoked struct {
+	Tenant      string    `json:"tenant"`
+	User        string    `json:"user"`
+	NotBefore   time.Time `json:"not_before"`
+	OperationID string    `json:"operation_id"`
+	Reason      string    `json:"reason,omitempty"`
+}
+
 // Heartbeat is published by the relay after it found the outbox empty.
 type Heartbeat struct {
 	Instance string `json:"instance"`
@@ -149,11 +174,11 @@ type SessionLifecycle struct {
 // Revocation is what a session holder needs from a state event: which entry
 // it sets and from when.
 type Revocation struct {
-	Kind   string // KindTenant, KindUser or KindSession
+	Kind   string // KindTenant, KindUser, KindSession, KindDevice or KindTrust
 	Tenant string
-	ID     string // user or session; empty for KindTenant
-	// At is the not-before watermark (tenant, user) or the revocation time
-	// (session).
+	ID     string // user (KindUser, KindTrust), session or device; empty for KindTenant
+	// At is the not-before watermark (tenant, user, trust) or the
+	// revocation time (session, device).
 	At          time.Time
 	OperationID string
 	EventID     string
@@ -203,6 +228,14 @@ func DecodeRevocation(b []byte) (Revocation, error) {
 		var d SessionRevoked
 		err = json.Unmarshal(e.Data, &d)
 		r.Kind, r.Tenant, r.ID, r.At, r.OperationID = KindSession, d.Tenant, d.Session, d.RevokedAt, d.OperationID
+	case TypeDeviceRevoked:
+		var d DeviceRevoked
+		err = json.Unmarshal(e.Data, &d)
+		r.Kind, r.Tenant, r.ID, r.At, r.OperationID = KindDevice, d.Tenant, d.Device, d.RevokedAt, d.OperationID
+	case TypeTrustRevoked:
+		var d TrustRevoked
+		err = json.Unmarshal(e.Data, &d)
+		r.Kind, r.Tenant, r.ID, r.At, r.OperationID = KindTrust, d.Tenant, d.User, d.NotBefore, d.OperationID
 	default:
 		return Revocation{}, fmt.Errorf("%w: %q", ErrUnknownType, e.Type)
 	}

@@ -16,12 +16,13 @@ import (
 // The seed corpora are in testdata/fuzz/<FuzzName>; `go test` runs them as
 // regression tests.
 
-// identifierSchemas compiles the identifier definition of every schema.
+// identifierSchemas compiles the identifier definition of every schema,
+// report types included.
 func identifierSchemas(t testing.TB) map[string]*jsonschema.Schema {
 	t.Helper()
 	c := jsonschema.NewCompiler()
-	schemas := make(map[string]*jsonschema.Schema, len(events.Types))
-	for typ := range events.Types {
+	schemas := make(map[string]*jsonschema.Schema, len(events.Types)+len(reportTypes))
+	for _, typ := range schemaTypes() {
 		sch, err := c.Compile(filepath.Join(schemaDir, typ+".json") + "#/$defs/identifier")
 		if err != nil {
 			t.Fatal(err)
@@ -54,6 +55,9 @@ func FuzzCheckID(f *testing.F) {
 				"TenantStateSubject":  func() (string, error) { return events.TenantStateSubject(id) },
 				"UserStateSubject":    func() (string, error) { return events.UserStateSubject("acme", id) },
 				"SessionStateSubject": func() (string, error) { return events.SessionStateSubject(id, "s1") },
+				"DeviceStateSubject":  func() (string, error) { return events.DeviceStateSubject("acme", id) },
+				"TrustStateSubject":   func() (string, error) { return events.TrustStateSubject(id, "jane") },
+				"ReportSubject":       func() (string, error) { return events.ReportSubject(id, "applied") },
 				"TenantStateFilter":   func() (string, error) { return events.TenantStateFilter(id) },
 				"EventSubject":        func() (string, error) { return events.EventSubject(id, "member.removed") },
 			} {
@@ -85,6 +89,10 @@ func FuzzCheckID(f *testing.F) {
 			{func() (string, error) { return events.TenantStateSubject(id) }, 4, events.KindTenant, ""},
 			{func() (string, error) { return events.UserStateSubject(id, id) }, 5, events.KindUser, id},
 			{func() (string, error) { return events.SessionStateSubject(id, id) }, 5, events.KindSession, id},
+			{func() (string, error) { return events.DeviceStateSubject(id, id) }, 5, events.KindDevice, id},
+			{func() (string, error) { return events.TrustStateSubject(id, id) }, 5, events.KindTrust, id},
+			{func() (string, error) { return events.ReportSubject(id, "applied") }, 4, "", ""},
+			{func() (string, error) { return events.ReportSubject(id, "session") }, 4, "", ""},
 			{func() (string, error) { return events.TenantStateFilter(id) }, 4, "", ""},
 			{func() (string, error) { return events.EventSubject(id, "member.removed") }, 5, "", ""},
 		} {
@@ -134,6 +142,10 @@ func FuzzParseStateSubject(f *testing.F) {
 			rebuilt, err = events.UserStateSubject(tenant, id)
 		case events.KindSession:
 			rebuilt, err = events.SessionStateSubject(tenant, id)
+		case events.KindDevice:
+			rebuilt, err = events.DeviceStateSubject(tenant, id)
+		case events.KindTrust:
+			rebuilt, err = events.TrustStateSubject(tenant, id)
 		default:
 			t.Fatalf("ParseStateSubject(%q): unknown kind %q", subject, kind)
 		}
@@ -174,6 +186,10 @@ func FuzzDecodeRevocation(f *testing.F) {
 			subject, err = events.UserStateSubject(r.Tenant, r.ID)
 		case events.KindSession:
 			subject, err = events.SessionStateSubject(r.Tenant, r.ID)
+		case events.KindDevice:
+			subject, err = events.DeviceStateSubject(r.Tenant, r.ID)
+		case events.KindTrust:
+			subject, err = events.TrustStateSubject(r.Tenant, r.ID)
 		default:
 			t.Fatalf("unknown kind %q", r.Kind)
 		}
@@ -182,6 +198,9 @@ func FuzzDecodeRevocation(f *testing.F) {
 		}
 		if tenant, kind, id, err := events.ParseStateSubject(subject); err != nil || tenant != r.Tenant || kind != r.Kind || id != r.ID {
 			t.Fatalf("%+v: subject %q parses as %q, %q, %q, %v", r, subject, tenant, kind, id, err)
+		}
+		if got := r.Subject(); got != subject {
+			t.Fatalf("%+v: Subject() = %q, want %q", r, got, subject)
 		}
 	})
 }

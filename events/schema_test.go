@@ -19,12 +19,17 @@ import (
 // schemaDir holds the JSON Schema of every event type, one file per type.
 const schemaDir = "schemas"
 
+// reportTypes are the types guards report to evict on core NATS. They are
+// not in events.Types (no stream carries them) but have schemas, samples and
+// doc examples like every other type.
+var reportTypes = []string{events.TypeGuardApplied, events.TypeSessionTermination}
+
 // at is the time of the sample events. The nanoseconds make sure the
 // schemas accept the fractional seconds Go writes.
 var at = time.Date(2026, 3, 14, 9, 26, 53, 123456789, time.UTC)
 
-// sampleEvents returns a realistic event of every type in events.Types,
-// built the way a producer builds it.
+// sampleEvents returns a realistic event of every type in events.Types and
+// of every report type, built the way a producer builds it.
 func sampleEvents(t *testing.T) map[string]any {
 	t.Helper()
 	const (
@@ -32,16 +37,30 @@ func sampleEvents(t *testing.T) map[string]any {
 		user    = "google-oauth2:109876543210@acme"
 		session = "s_9f2c4e1a7b3d"
 		group   = "finance~eu"
+		device  = "ios-3F2504E0-4F89-11D3-9A0C-0305E82C3301"
 		op      = "0195a3c0-2b1d-7f3e-8a6b-1c2d3e4f5a6b"
+		// instance is a guard's default name: host, process id and a
+		// random suffix.
+		instance = "api-7d4b9c6f8-qx2mz-1-a3f9c1"
 	)
 	issued := at.Add(-3 * time.Hour)
 	// Ids are UUIDv7 as evict makes them; the CloudEvents subject is
-	// "tenant", "users/<user>" or "sessions/<session>".
+	// "tenant", "users/<user>", "sessions/<session>" or "devices/<device>".
 	// The relay publishes the heartbeat, which belongs to no tenant, with
 	// source "/relay" and no subject.
 	heartbeat := events.New("0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b04", events.TypeHeartbeat, "", "", at,
 		events.Heartbeat{Instance: "relay-6f9c7d-x2lkq"})
 	heartbeat.Source = "/relay"
+	// A guard sends its reports with source "/guards/<instance>" and no
+	// subject; started_at is on the guard's clock, in its local zone.
+	applied := events.New("0195a3c1-9a3e-7c1d-8e52-6f9a3b1c2d01", events.TypeGuardApplied, "", "", at,
+		events.GuardApplied{Instance: instance, Tenants: []string{tenant, "globex"}, AppliedSeq: 48213, Ready: true,
+			StartedAt: time.Date(2026, 3, 13, 8, 2, 11, 482913407, time.FixedZone("CET", 3600))})
+	applied.Source = "/guards/" + instance
+	termination := events.New("0195a3c1-9a3e-7c1d-8e52-6f9a3b1c2d02", events.TypeSessionTermination, tenant, "", at,
+		events.SessionTermination{Instance: instance, Tenant: tenant, User: user, Session: session,
+			State: events.TerminationTerminated, InFlight: 0, OperationID: op, TimedOut: true})
+	termination.Source = "/guards/" + instance
 	return map[string]any{
 		events.TypeTenantRevoked: events.New("0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b01", events.TypeTenantRevoked, tenant,
 			"tenant", at,
@@ -52,6 +71,12 @@ func sampleEvents(t *testing.T) map[string]any {
 		events.TypeSessionRevoked: events.New("0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b03", events.TypeSessionRevoked, tenant,
 			"sessions/"+session, at,
 			events.SessionRevoked{Tenant: tenant, Session: session, User: user, RevokedAt: at, OperationID: op, Cause: events.CauseLogout, Reason: "lost laptop"}),
+		events.TypeDeviceRevoked: events.New("0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b0a", events.TypeDeviceRevoked, tenant,
+			"devices/"+device, at,
+			events.DeviceRevoked{Tenant: tenant, User: user, Device: device, RevokedAt: at, OperationID: op, Reason: "phone reported stolen"}),
+		events.TypeTrustRevoked: events.New("0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b0b", events.TypeTrustRevoked, tenant,
+			"users/"+user, at,
+			events.TrustRevoked{Tenant: tenant, User: user, NotBefore: at, OperationID: op, Reason: "password reset after phishing"}),
 		events.TypeHeartbeat: heartbeat,
 		events.TypeMemberAdded: events.New("0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b05", events.TypeMemberAdded, tenant,
 			"users/"+user, at,
@@ -68,6 +93,8 @@ func sampleEvents(t *testing.T) map[string]any {
 		events.TypeSessionEnded: events.New("0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b09", events.TypeSessionEnded, tenant,
 			"sessions/"+session, at,
 			events.SessionLifecycle{Tenant: tenant, Session: session, User: user, Client: "web", IssuedAt: issued}),
+		events.TypeGuardApplied:       applied,
+		events.TypeSessionTermination: termination,
 	}
 }
 
@@ -81,6 +108,12 @@ func sortedTypes() []string {
 	return types
 }
 
+// schemaTypes returns every type that has a schema: the types of
+// events.Types, then the report types.
+func schemaTypes() []string {
+	return append(sortedTypes(), reportTypes...)
+}
+
 // compileSchemas compiles the schema of every type, asserting formats such
 // as date-time (an annotation only by default in draft 2020-12).
 func compileSchemas(t testing.TB) map[string]*jsonschema.Schema {
@@ -88,8 +121,8 @@ func compileSchemas(t testing.TB) map[string]*jsonschema.Schema {
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft2020)
 	c.AssertFormat()
-	schemas := make(map[string]*jsonschema.Schema, len(events.Types))
-	for typ := range events.Types {
+	schemas := make(map[string]*jsonschema.Schema, len(events.Types)+len(reportTypes))
+	for _, typ := range schemaTypes() {
 		sch, err := c.Compile(filepath.Join(schemaDir, typ+".json"))
 		if err != nil {
 			t.Fatalf("compile schema of %s: %v", typ, err)
@@ -141,11 +174,16 @@ func TestSchemaForEveryType(t *testing.T) {
 			continue
 		}
 		files[name] = true
-		if _, known := events.Types[name]; !known {
-			t.Errorf("%s/%s: no such type in events.Types", schemaDir, e.Name())
+		if _, known := events.Types[name]; !known && !slices.Contains(reportTypes, name) {
+			t.Errorf("%s/%s: no such type in events.Types or the report types", schemaDir, e.Name())
 		}
 	}
-	for _, typ := range sortedTypes() {
+	for _, typ := range reportTypes {
+		if _, ok := events.Types[typ]; ok {
+			t.Errorf("report type %s is in events.Types, but no stream carries reports", typ)
+		}
+	}
+	for _, typ := range schemaTypes() {
 		if !files[typ] {
 			t.Errorf("type %s has no schema %s/%s.json", typ, schemaDir, typ)
 		}
@@ -154,7 +192,7 @@ func TestSchemaForEveryType(t *testing.T) {
 
 func TestSchemaHeader(t *testing.T) {
 	t.Parallel()
-	for _, typ := range sortedTypes() {
+	for _, typ := range schemaTypes() {
 		t.Run(typ, func(t *testing.T) {
 			t.Parallel()
 			doc := readSchema(t, typ)
@@ -178,7 +216,7 @@ func TestSchemaHeader(t *testing.T) {
 func TestSchemaDataMatchesGoType(t *testing.T) {
 	t.Parallel()
 	samples := sampleEvents(t)
-	for _, typ := range sortedTypes() {
+	for _, typ := range schemaTypes() {
 		t.Run(typ, func(t *testing.T) {
 			t.Parallel()
 			sample, ok := samples[typ]
@@ -224,7 +262,7 @@ func TestSchemaAcceptsSampleEvents(t *testing.T) {
 	t.Parallel()
 	schemas := compileSchemas(t)
 	samples := sampleEvents(t)
-	for _, typ := range sortedTypes() {
+	for _, typ := range schemaTypes() {
 		t.Run(typ, func(t *testing.T) {
 			t.Parallel()
 			if err := schemas[typ].Validate(toInstance(t, samples[typ])); err != nil {
@@ -236,7 +274,8 @@ func TestSchemaAcceptsSampleEvents(t *testing.T) {
 
 // TestSchemaMutations changes one thing in each sample event and checks the
 // schema's verdict. A mutation returns false when it does not apply to an
-// event (the heartbeat has no tenant); each must apply to at least one type.
+// event (the heartbeat has no tenant, a guard report no tenant source); each
+// must apply to at least one type.
 func TestSchemaMutations(t *testing.T) {
 	t.Parallel()
 	type event = map[string]any
@@ -268,10 +307,22 @@ func TestSchemaMutations(t *testing.T) {
 			return true
 		}
 	}
+	isReport := func(e event) bool { return slices.Contains(reportTypes, e["type"].(string)) }
 	onTenantSource := func(mutate func(event) bool) func(event) bool {
 		return func(e event) bool {
-			return e["type"] != events.TypeHeartbeat && mutate(e)
+			return e["type"] != events.TypeHeartbeat && !isReport(e) && mutate(e)
 		}
+	}
+	onReport := func(mutate func(event) bool) func(event) bool {
+		return func(e event) bool { return isReport(e) && mutate(e) }
+	}
+	// on and except restrict a mutation to, or exclude, types whose
+	// verdict differs (a field required in one type is optional in another).
+	on := func(typ string, mutate func(event) bool) func(event) bool {
+		return func(e event) bool { return e["type"] == typ && mutate(e) }
+	}
+	except := func(typ string, mutate func(event) bool) func(event) bool {
+		return func(e event) bool { return e["type"] != typ && mutate(e) }
 	}
 
 	tests := []struct {
@@ -282,6 +333,15 @@ func TestSchemaMutations(t *testing.T) {
 		// What later releases of a v1 type may add must stay valid.
 		{"new optional data field", func(e event) bool { e["data"].(event)["region"] = "eu-west-1"; return true }, true},
 		{"new extension attribute", set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), true},
+		{"report for every tenant", delData("tenants"), true},
+		{"termination without operation", on(events.TypeSessionTermination, delData("operation_id")), true},
+		{"termination not timed out", on(events.TypeSessionTermination, delData("timed_out")), true},
+		{"deferred termination", on(events.TypeSessionTermination, func(e event) bool {
+			d := e["data"].(event)
+			d["state"], d["in_flight"] = events.TerminationDeferred, 2
+			delete(d, "timed_out")
+			return true
+		}), true},
 		{"no subject", del("subject"), true},
 		{"time with offset", set("time", "2026-03-14T10:26:53+01:00"), true},
 
@@ -318,12 +378,21 @@ func TestSchemaMutations(t *testing.T) {
 
 		{"dot in source tenant", onTenantSource(set("source", "/tenants/acme.corp")), false},
 		{"source of another form", onTenantSource(set("source", "https://acme.example/")), false},
+		{"tenant source on a report", onReport(set("source", "/tenants/acme")), false},
+		{"dot in source instance", onReport(set("source", "/guards/api-1.eu")), false},
+		{"source of a guard without instance", onReport(set("source", "/guards/")), false},
 		{"dot in tenant", setData("tenant", "acme.corp"), false},
 		{"dot in user", setData("user", "jane.doe"), false},
 		{"dot in group", setData("group", "finance.eu"), false},
 		{"dot in session", setData("session", "s.1"), false},
 		{"star user", setData("user", "*"), false},
 		{"gt session", setData("session", ">"), false},
+		{"dot in device", setData("device", "ios.3F2504E0"), false},
+		{"star device", setData("device", "*"), false},
+		{"dot in instance", onReport(setData("instance", "api-1.eu")), false},
+		{"gt instance", onReport(setData("instance", ">")), false},
+		{"dot in a report tenant", setData("tenants", []any{"acme", "globex.eu"}), false},
+		{"tenants as one string", setData("tenants", "acme,globex"), false},
 		{"space in tenant", setData("tenant", "acme corp"), false},
 		{"newline after tenant", setData("tenant", "acme\n"), false},
 		{"NUL in user", setData("user", "jane\x00"), false},
@@ -342,8 +411,23 @@ func TestSchemaMutations(t *testing.T) {
 		{"reason as number", setData("reason", 1), false},
 		{"client as object", setData("client", map[string]any{"name": "web"}), false},
 		{"empty instance", setData("instance", ""), false},
+		{"negative applied_seq", setData("applied_seq", -1), false},
+		{"fractional applied_seq", setData("applied_seq", 48213.5), false},
+		{"applied_seq as string", setData("applied_seq", "48213"), false},
+		{"ready as string", setData("ready", "true"), false},
+		{"started_at without zone", setData("started_at", "2026-03-13T08:02:11"), false},
+		{"unknown termination state", setData("state", "killed"), false},
+		{"termination state in upper case", setData("state", "TERMINATED"), false},
+		{"negative in_flight", setData("in_flight", -1), false},
+		{"in_flight as string", setData("in_flight", "0"), false},
+		{"timed_out as string", setData("timed_out", "true"), false},
 		{"missing data tenant", delData("tenant"), false},
-		{"missing data operation_id", delData("operation_id"), false},
+		// operation_id is optional in a termination report only.
+		{"missing data operation_id", except(events.TypeSessionTermination, delData("operation_id")), false},
+		{"missing data device", delData("device"), false},
+		{"missing data user", except(events.TypeSessionRevoked, delData("user")), false},
+		{"missing data revoked_at", delData("revoked_at"), false},
+		{"missing data state", delData("state"), false},
 		{"missing data not_before", delData("not_before"), false},
 		{"missing data session", delData("session"), false},
 	}
@@ -354,7 +438,7 @@ func TestSchemaMutations(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			applied := 0
-			for _, typ := range sortedTypes() {
+			for _, typ := range schemaTypes() {
 				e := toInstance(t, samples[typ]).(event)
 				if !tc.mutate(e) {
 					continue
@@ -382,7 +466,7 @@ func TestSchemaRequiresWhatGoAlwaysWrites(t *testing.T) {
 	t.Parallel()
 	schemas := compileSchemas(t)
 	samples := sampleEvents(t)
-	for _, typ := range sortedTypes() {
+	for _, typ := range schemaTypes() {
 		t.Run(typ, func(t *testing.T) {
 			t.Parallel()
 			sample := reflect.ValueOf(samples[typ])

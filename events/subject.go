@@ -22,6 +22,8 @@ const (
 	KindTenant  = "tenant"
 	KindUser    = "user"
 	KindSession = "session"
+	KindDevice  = "device" // a device whose trust was revoked
+	KindTrust   = "trust"  // a user's trust watermark: devices trusted before it are not
 )
 
 // TenantStateSubject is the subject of a tenant's not-before watermark.
@@ -46,6 +48,22 @@ func SessionStateSubject(tenant, session string) (string, error) {
 		return "", err
 	}
 	return StatePrefix + tenant + "." + KindSession + "." + session, nil
+}
+
+// DeviceStateSubject is the subject of one device whose trust was revoked.
+func DeviceStateSubject(tenant, device string) (string, error) {
+	if err := checkIDs("tenant", tenant, "device", device); err != nil {
+		return "", err
+	}
+	return StatePrefix + tenant + "." + KindDevice + "." + device, nil
+}
+
+// TrustStateSubject is the subject of a user's trust watermark.
+func TrustStateSubject(tenant, user string) (string, error) {
+	if err := checkIDs("tenant", tenant, "user", user); err != nil {
+		return "", err
+	}
+	return StatePrefix + tenant + "." + KindTrust + "." + user, nil
 }
 
 // TenantStateFilter is the filter subject that selects all of a tenant's
@@ -81,7 +99,7 @@ var historyKinds = func() map[string]bool {
 }()
 
 // ParseStateSubject splits a state subject into its parts. kind is one of
-// KindTenant, KindUser or KindSession; id is empty for KindTenant. It returns
+// the Kind constants; id is empty for KindTenant. It returns
 // an error for the heartbeat subject and for anything malformed.
 func ParseStateSubject(subject string) (tenant, kind, id string, err error) {
 	if len(subject) <= len(StatePrefix) || subject[:len(StatePrefix)] != StatePrefix {
@@ -103,7 +121,7 @@ func ParseStateSubject(subject string) (tenant, kind, id string, err error) {
 	}
 	switch {
 	case n == 2 && toks[1] == KindTenant:
-	case n == 3 && (toks[1] == KindUser || toks[1] == KindSession):
+	case n == 3 && (toks[1] == KindUser || toks[1] == KindSession || toks[1] == KindDevice || toks[1] == KindTrust):
 		if !ValidID(toks[2]) {
 			return "", "", "", fmt.Errorf("events: %q: %w", subject, ErrInvalidID)
 		}

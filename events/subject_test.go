@@ -38,6 +38,22 @@ func TestStateSubjectRoundTrip(t *testing.T) {
 			tenant: "acme", kind: events.KindSession, id: "c2Vzc2lvbg==",
 		},
 		{
+			name: "device",
+			build: func() (string, error) {
+				return events.DeviceStateSubject("acme", "ios-3F2504E0-4F89-11D3-9A0C-0305E82C3301")
+			},
+			want:   "evict.state.acme.device.ios-3F2504E0-4F89-11D3-9A0C-0305E82C3301",
+			tenant: "acme", kind: events.KindDevice, id: "ios-3F2504E0-4F89-11D3-9A0C-0305E82C3301",
+		},
+		{
+			// The trust watermark is per user, on its own kind: it never
+			// replaces the user's session watermark on the state stream.
+			name:   "trust",
+			build:  func() (string, error) { return events.TrustStateSubject("acme", "google-oauth2:1098@acme") },
+			want:   "evict.state.acme.trust.google-oauth2:1098@acme",
+			tenant: "acme", kind: events.KindTrust, id: "google-oauth2:1098@acme",
+		},
+		{
 			name:   "longest identifiers",
 			build:  func() (string, error) { return events.SessionStateSubject(long, long) },
 			want:   "evict.state." + long + ".session." + long,
@@ -55,6 +71,24 @@ func TestStateSubjectRoundTrip(t *testing.T) {
 			build:  func() (string, error) { return events.UserStateSubject("tenant", "session") },
 			want:   "evict.state.tenant.user.session",
 			tenant: "tenant", kind: events.KindUser, id: "session",
+		},
+		{
+			name:   "longest device",
+			build:  func() (string, error) { return events.DeviceStateSubject(long, long) },
+			want:   "evict.state." + long + ".device." + long,
+			tenant: long, kind: events.KindDevice, id: long,
+		},
+		{
+			name:   "device named like a kind",
+			build:  func() (string, error) { return events.DeviceStateSubject("device", "trust") },
+			want:   "evict.state.device.device.trust",
+			tenant: "device", kind: events.KindDevice, id: "trust",
+		},
+		{
+			name:   "trust of a user named like a kind",
+			build:  func() (string, error) { return events.TrustStateSubject("trust", "device") },
+			want:   "evict.state.trust.trust.device",
+			tenant: "trust", kind: events.KindTrust, id: "device",
 		},
 	}
 	for _, tc := range tests {
@@ -105,6 +139,12 @@ func TestSubjectBuildersRefuseInjection(t *testing.T) {
 		{"UserStateSubject user", func(id string) (string, error) { return events.UserStateSubject("acme", id) }},
 		{"SessionStateSubject tenant", func(id string) (string, error) { return events.SessionStateSubject(id, "s1") }},
 		{"SessionStateSubject session", func(id string) (string, error) { return events.SessionStateSubject("acme", id) }},
+		{"DeviceStateSubject tenant", func(id string) (string, error) { return events.DeviceStateSubject(id, "d1") }},
+		{"DeviceStateSubject device", func(id string) (string, error) { return events.DeviceStateSubject("acme", id) }},
+		{"TrustStateSubject tenant", func(id string) (string, error) { return events.TrustStateSubject(id, "jane") }},
+		{"TrustStateSubject user", func(id string) (string, error) { return events.TrustStateSubject("acme", id) }},
+		{"ReportSubject applied", func(id string) (string, error) { return events.ReportSubject(id, "applied") }},
+		{"ReportSubject session", func(id string) (string, error) { return events.ReportSubject(id, "session") }},
 		{"TenantStateFilter", events.TenantStateFilter},
 		{"EventSubject tenant", func(id string) (string, error) { return events.EventSubject(id, "member.removed") }},
 	}
@@ -180,6 +220,12 @@ func TestParseStateSubjectRefuses(t *testing.T) {
 		{"tenant kind with an id", "evict.state.acme.tenant.x", false},
 		{"user without id", "evict.state.acme.user", false},
 		{"session without id", "evict.state.acme.session", false},
+		{"device without id", "evict.state.acme.device", false},
+		{"trust without id", "evict.state.acme.trust", false},
+		{"kind device in upper case", "evict.state.acme.Device.d1", false},
+		{"injected token after device", "evict.state.acme.device.ios.1", false},
+		{"injected token after trust", "evict.state.acme.trust.jane.doe", false},
+		{"report subject", "evict.report.api-1.applied", false},
 		{"injected token after user", "evict.state.acme.user.jane.doe", false},
 		{"injected token after session", "evict.state.acme.session.s1.user", false},
 		{"trailing dot", "evict.state.acme.tenant.", false},
@@ -195,6 +241,10 @@ func TestParseStateSubjectRefuses(t *testing.T) {
 		{"empty user", "evict.state.acme.user.", true},
 		{"star user", "evict.state.acme.user.*", true},
 		{"gt session", "evict.state.acme.session.>", true},
+		{"empty device", "evict.state.acme.device.", true},
+		{"star device", "evict.state.acme.device.*", true},
+		{"gt trust user", "evict.state.acme.trust.>", true},
+		{"Cyrillic trust user", "evict.state.acme.trust.j\u0430ne", true},
 		{"space in user", "evict.state.acme.user.jane doe", true},
 		{"NUL in session", "evict.state.acme.session.s\x00", true},
 		{"Cyrillic tenant", "evict.state.\u0430cme.tenant", true},
@@ -214,5 +264,67 @@ func TestParseStateSubjectRefuses(t *testing.T) {
 				t.Errorf("ParseStateSubject(%q) = %v; wraps ErrInvalidID: %v, want %v", tc.subject, err, got, tc.invalid)
 			}
 		})
+	}
+}
+
+func TestReportSubject(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("z", events.MaxIDLen)
+	tests := []struct {
+		name     string
+		instance string
+		kind     string
+		want     string
+	}{
+		{"applied", "api-7d4b9c6f8-qx2mz-1-a3f9c1", "applied", "evict.report.api-7d4b9c6f8-qx2mz-1-a3f9c1.applied"},
+		{"session", "api-7d4b9c6f8-qx2mz-1-a3f9c1", "session", "evict.report.api-7d4b9c6f8-qx2mz-1-a3f9c1.session"},
+		{"longest instance", long, "applied", "evict.report." + long + ".applied"},
+		{"instance named like a kind", "session", "applied", "evict.report.session.applied"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := events.ReportSubject(tc.instance, tc.kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("ReportSubject = %q, want %q", got, tc.want)
+			}
+			// evict subscribes to evict.report.*.* and splits the subject
+			// back into instance and kind.
+			rest, ok := strings.CutPrefix(got, events.ReportPrefix)
+			if !ok {
+				t.Fatalf("%q does not start with %q", got, events.ReportPrefix)
+			}
+			instance, kind, _ := strings.Cut(rest, ".")
+			if instance != tc.instance || kind != tc.kind {
+				t.Errorf("%q splits into %q, %q; want %q, %q", got, instance, kind, tc.instance, tc.kind)
+			}
+			if n := len(strings.Split(got, ".")); n != 4 {
+				t.Errorf("%q has %d tokens, want 4", got, n)
+			}
+			// A report is never mistaken for state.
+			if _, _, _, err := events.ParseStateSubject(got); err == nil {
+				t.Errorf("ParseStateSubject(%q) succeeded", got)
+			}
+		})
+	}
+}
+
+func TestReportSubjectRefusesKinds(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"", "Applied", "SESSION", "heartbeat", "state", "applied.x", "session.>", "*", ">", "applied ", " session"} {
+		subject, err := events.ReportSubject("api-1", kind)
+		if err == nil {
+			t.Errorf("ReportSubject(%q) = %q, want an error", kind, subject)
+			continue
+		}
+		if subject != "" {
+			t.Errorf("ReportSubject(%q) returned %q with its error", kind, subject)
+		}
+		if errors.Is(err, events.ErrInvalidID) {
+			t.Errorf("ReportSubject(%q) = %v; the instance is valid, the kind is not", kind, err)
+		}
 	}
 }

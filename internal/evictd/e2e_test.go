@@ -79,6 +79,16 @@ func (b *bundle) waitSynced(t *testing.T) {
 	}
 }
 
+// waitPublished waits until the relay has published every outbox row.
+func (b *bundle) waitPublished(t *testing.T) {
+	t.Helper()
+	pool := testenv.Pool(t, b.dbURL)
+	testenv.Eventually(t, "outbox drained", func() bool {
+		var n int
+		return pool.QueryRow(context.Background(), "SELECT count(*) FROM outbox").Scan(&n) == nil && n == 0
+	})
+}
+
 func (b *bundle) register(t *testing.T, tenant, user, session string) guard.Session {
 	t.Helper()
 	s, err := b.api.RegisterSession(context.Background(), tenant, client.NewSession{SessionID: session, UserID: user, Client: "web"})

@@ -116,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	registrySvc, err := registry.New(registry.Config{Pool: d.pool, Conn: d.nc, Liveness: cfg.GuardLiveness, Logger: log})
+	registrySvc, err := registry.New(registry.Config{Pool: d.pool, Conn: d.nc, Liveness: cfg.GuardLiveness, Registerer: reg, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +152,13 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
-	d.wg.Add(3)
+	d.wg.Add(4)
+	go func() {
+		defer d.wg.Done()
+		if err := api.Run(relayCtx); err != nil {
+			log.Error("session change listener stopped", "err", err)
+		}
+	}()
 	go func() {
 		defer d.wg.Done()
 		if err := rl.Run(relayCtx); err != nil {

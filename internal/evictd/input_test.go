@@ -71,7 +71,7 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.register(t, "acme", "alice", "s1")
-	b.waitSynced(t)
+	b.waitPublished(t)
 	before := takeSnapshot(t, b)
 
 	big := `{"users":["` + strings.Repeat("a", 17<<20) + `"]}`
@@ -152,7 +152,7 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 			}
 		})
 	}
-	b.waitSynced(t)
+	b.waitPublished(t)
 	after := takeSnapshot(t, b)
 	for table, n := range before.rows {
 		if after.rows[table] != n {

@@ -177,6 +177,8 @@ const (
 	kindTenant  byte = 't'
 	kindUser    byte = 'u'
 	kindSession byte = 's'
+	kindDevice  byte = 'd' // a device whose trust was revoked
+	kindTrust   byte = 'r' // a user's trust watermark
 )
 
 // Check reports whether s may proceed: nil, ErrSessionRevoked, or (with
@@ -209,6 +211,27 @@ func (g *Guard) revoked(tenant, user, session string, issued int64) bool {
 		return true
 	}
 	return false
+}
+
+// DeviceTrusted reports whether device, trusted for user since trustedSince
+// (the time the user chose "remember this device", on evict's clock when
+// registered through evict), may still skip the second factor. It is false
+// once the device's trust, or all of the user's device trust, was revoked
+// after that; the login must then ask for full 2FA. Like Check, it does no
+// I/O and no allocation; while the state is stale it answers from the last
+// known state, or false under FailClosed.
+func (g *Guard) DeviceTrusted(tenant, user, device string, trustedSince time.Time) bool {
+	if g.stale.Load() && g.cfg.WhenStale == FailClosed {
+		return false
+	}
+	since := trustedSince.UnixNano()
+	if at, ok := g.set.Get(kindDevice, tenant, device); ok && since <= at {
+		return false
+	}
+	if nb, ok := g.set.Get(kindTrust, tenant, user); ok && since <= nb {
+		return false
+	}
+	return true
 }
 
 // Ready is closed once the complete state present at start has been loaded.
@@ -380,6 +403,10 @@ func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
 		kind, v = kindUser, v+999
 	case events.KindSession:
 		kind = kindSession
+	case events.KindDevice:
+		kind = kindDevice
+	case events.KindTrust:
+		kind, v = kindTrust, v+999
 	}
 	if !g.set.Max(kind, r.Tenant, r.ID, v) {
 		return
@@ -387,7 +414,9 @@ func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
 	if g.isReady.Load() {
 		g.metrics.propagation.Observe(now.Sub(r.EventTime).Seconds())
 	}
-	g.holds.revoke(g, kind, r.Tenant, r.ID, v, r.OperationID)
+	if kind != kindDevice && kind != kindTrust { // trust does not end sessions
+		g.holds.revoke(g, kind, r.Tenant, r.ID, v, r.OperationID)
+	}
 	if g.cfg.OnRevocation != nil {
 		g.cfg.OnRevocation(r)
 	}

@@ -55,6 +55,7 @@ type Config struct {
 type Server struct {
 	pool     *pgxpool.Pool
 	registry *registry.Registry
+	feed     feed
 	token    []byte
 	maxBody  int64
 	maxBulk  int
@@ -139,9 +140,20 @@ func (s *Server) routes() {
 	auth("POST /v1/tenants/{tenant}/sessions/{session}/logout", s.logoutSession)
 	auth("POST /v1/tenants/{tenant}/logout", s.logoutTenant)
 
+	auth("GET /v1/tenants/{tenant}/sessions", s.listTenantSessions)
+	auth("GET /v1/tenants/{tenant}/sessions/stream", s.streamTenantSessions)
+	auth("GET /v1/tenants/{tenant}/users/{user}/sessions", s.listUserSessions)
+	auth("GET /v1/tenants/{tenant}/users/{user}/sessions/stream", s.streamUserSessions)
 	auth("POST /v1/tenants/{tenant}/sessions", s.registerSession)
 	auth("GET /v1/tenants/{tenant}/sessions/{session}", s.getSession)
 	auth("DELETE /v1/tenants/{tenant}/sessions/{session}", s.endSession)
+
+	auth("POST /v1/tenants/{tenant}/users/{user}/trusted-devices", s.trustDevice)
+	auth("GET /v1/tenants/{tenant}/users/{user}/trusted-devices", s.listTrustedDevices)
+	auth("POST /v1/tenants/{tenant}/users/{user}/trusted-devices/revoke", s.revokeAllTrust)
+	auth("DELETE /v1/tenants/{tenant}/users/{user}/trusted-devices/{device}", s.revokeDeviceTrust)
+
+	auth("GET /v1/tenants/{tenant}/audit", s.listAudit)
 
 	auth("GET /v1/operations/{id}", s.getOperation)
 

@@ -61,6 +61,7 @@ type targets struct {
 	UsersAdded int      `json:"users_added,omitempty"`
 	UsersKept  int      `json:"users_kept,omitempty"`
 	Truncated  bool     `json:"users_truncated,omitempty"`
+	Devices    []string `json:"devices,omitempty"`
 }
 
 func (o *op) addUsers(users []string) {
@@ -194,9 +195,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 			id, c.tenant, c.kind, actor, ip, c.reason, keyArg, hash[:], status, body, targetsJSON, len(o.outbox)); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO audit_log (tenant_id, actor, source_ip, action, operation_id, detail)
-			VALUES ($1, $2, $3, $4, $5, $6)`,
-			c.tenant, actor, ip, c.kind, id, targetsJSON); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO audit_log (tenant_id, actor, source_ip, action, operation_id, detail, reason)
+			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''))`,
+			c.tenant, actor, ip, c.kind, id, targetsJSON, c.reason); err != nil {
 			return err
 		}
 		return insertOutbox(ctx, tx, uuid.NullUUID{UUID: id, Valid: true}, o.outbox)

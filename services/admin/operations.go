@@ -58,6 +58,10 @@ func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	deadline := time.Now().Add(wait)
+	if wait > 0 {
+		// The long poll may outlast the server's write timeout.
+		_ = http.NewResponseController(w).SetWriteDeadline(deadline.Add(30 * time.Second))
+	}
 	for {
 		changed := s.registry.Changed()
 		v, err := s.loadOperation(r, id)
@@ -70,7 +74,7 @@ func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) error {
 		}
 		select {
 		case <-r.Context().Done():
-			return r.Context().Err()
+			return nil // the client left; nothing to answer
 		case <-changed:
 		case <-time.After(time.Until(deadline)):
 		}

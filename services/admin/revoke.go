@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/changes"
 )
 
 // revokeUsers raises the not-before watermark of each user to now and emits
@@ -51,6 +52,9 @@ func revokeUsers(ctx context.Context, tx pgx.Tx, o *op, users []string, cause, g
 	}
 	// Mark the users' registered sessions revoked, remember them as the
 	// operation's targets, and feed the live session views.
+	if err := changes.Lock(ctx, tx, o.tenant); err != nil {
+		return err
+	}
 	if _, err := tx.Exec(ctx, `WITH rev AS (
 			UPDATE sessions s SET revoked_at = w.nb, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
 			FROM unnest($2::text[], $6::timestamptz[]) AS w(u, nb)
@@ -64,6 +68,9 @@ func revokeUsers(ctx context.Context, tx pgx.Tx, o *op, users []string, cause, g
 		SELECT $1, user_id, session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text) FROM rev`,
 		o.tenant, revokedUsers, cause, o.reason, o.id, nbs); err != nil {
 		return fmt.Errorf("admin: revoke users' sessions: %w", err)
+	}
+	if err := changes.Notify(ctx, tx, o.tenant); err != nil {
+		return err
 	}
 	o.addUsers(users)
 	return nil
@@ -87,7 +94,7 @@ func revokeTenant(ctx context.Context, tx pgx.Tx, o *op) error {
 	}
 	o.targets.Tenant = true
 	// One change for the whole tenant: its sessions are not touched one by one.
-	if err := recordChange(ctx, tx, o.tenant, "", "", changeTenantRevoked, map[string]any{"operation_id": o.id.String()}); err != nil {
+	if err := changes.Record(ctx, tx, o.tenant, "", "", changes.TenantRevoked, map[string]any{"operation_id": o.id.String()}); err != nil {
 		return err
 	}
 	return emit(o, subject, events.TypeTenantRevoked, "tenant", nb, events.TenantRevoked{
@@ -125,11 +132,11 @@ func revokeSession(ctx context.Context, tx pgx.Tx, o *op, session, cause string,
 		ON CONFLICT DO NOTHING`, o.id, o.tenant, session); err != nil {
 		return false, fmt.Errorf("admin: revoke session: %w", err)
 	}
-	kind := changeRevoked
+	kind := changes.Revoked
 	if end {
-		kind = changeEnded
+		kind = changes.Ended
 	}
-	if err := recordChange(ctx, tx, o.tenant, user, session, kind, map[string]any{"operation_id": o.id.String(), "cause": cause}); err != nil {
+	if err := changes.Record(ctx, tx, o.tenant, user, session, kind, map[string]any{"operation_id": o.id.String(), "cause": cause}); err != nil {
 		return false, err
 	}
 	return true, emit(o, subject, events.TypeSessionRevoked, "sessions/"+session, at, events.SessionRevoked{

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/changes"
 )
 
 // clientPattern restricts the client kind: web, mobile, workflow or another
@@ -78,6 +79,12 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 	if err := events.CheckID("user_id", req.UserID); err != nil {
 		return err
 	}
+	if req.Holder != "" {
+		// The holder names a guard instance; its reports are matched on it.
+		if err := events.CheckID("holder", req.Holder); err != nil {
+			return err
+		}
+	}
 	if !clientPattern.MatchString(req.Client) {
 		return errorf(http.StatusBadRequest, CodeBadRequest, `client must be web, mobile, workflow or another lowercase name matching %s`, clientPattern)
 	}
@@ -117,7 +124,7 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 			}
 			return nil
 		}
-		if err := recordChange(ctx, tx, tenant, req.UserID, req.SessionID, changeStarted, nil); err != nil {
+		if err := changes.Record(ctx, tx, tenant, req.UserID, req.SessionID, changes.Started, nil); err != nil {
 			return err
 		}
 		o := &op{tenant: tenant}

@@ -16,14 +16,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/changes"
 )
 
 // Config configures a Registry.
@@ -36,6 +40,8 @@ type Config struct {
 	Liveness time.Duration
 	// FlushInterval batches applied reports into the database. Default 20ms.
 	FlushInterval time.Duration
+	// Registerer receives the registry's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -53,6 +59,16 @@ type Registry struct {
 	// operations, to wake long polls.
 	changedMu sync.Mutex
 	changed   chan struct{}
+
+	// backoff spaces out the completion checks of each incomplete
+	// operation; only Run's goroutine uses it.
+	backoff map[[16]byte]struct {
+		wait time.Duration
+		next time.Time
+	}
+
+	reports    *prometheus.CounterVec
+	completion prometheus.Histogram
 }
 
 // New returns a Registry for cfg.
@@ -70,8 +86,40 @@ func New(cfg Config) (*Registry, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Registry{cfg: cfg, log: log.With("component", "registry"), applied: map[string]events.GuardApplied{},
-		seen: map[string]time.Time{}, changed: make(chan struct{})}, nil
+	r := &Registry{cfg: cfg, log: log.With("component", "registry"), applied: map[string]events.GuardApplied{},
+		seen: map[string]time.Time{}, changed: make(chan struct{}),
+		backoff: map[[16]byte]struct {
+			wait time.Duration
+			next time.Time
+		}{},
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evict_guard_reports_total", Help: "Reports received from guards, by kind (applied, session)."}, []string{"kind"}),
+		completion: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "evict_operation_completion_seconds",
+			Help:    "Time from an operation's acceptance to its completion: every target enforced or terminated.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(r.reports, r.completion, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "evict_guards_live", Help: "Guard instances that reported within the liveness window.",
+		}, r.liveCount))
+	}
+	return r, nil
+}
+
+func (r *Registry) liveCount() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for instance, at := range r.seen {
+		if time.Since(at) <= r.cfg.Liveness {
+			n++
+		} else if time.Since(at) > 10*r.cfg.Liveness {
+			delete(r.seen, instance)
+		}
+	}
+	return float64(n)
 }
 
 // Liveness is the configured liveness window.
@@ -129,10 +177,12 @@ func (r *Registry) ingest(ctx context.Context, m *nats.Msg) {
 	if !ok || !events.ValidID(instance) {
 		return
 	}
+	r.reports.WithLabelValues(kind).Inc()
 	switch kind {
 	case "applied":
 		var e envelope[events.GuardApplied]
-		if err := json.Unmarshal(m.Data, &e); err != nil || e.Type != events.TypeGuardApplied || e.Data.Instance != instance {
+		if err := json.Unmarshal(m.Data, &e); err != nil || e.Type != events.TypeGuardApplied || e.Data.Instance != instance ||
+			slices.ContainsFunc(e.Data.Tenants, func(t string) bool { return !events.ValidID(t) }) {
 			r.log.Warn("malformed guard report skipped", "subject", m.Subject)
 			return
 		}
@@ -158,7 +208,11 @@ func (r *Registry) ingest(ctx context.Context, m *nats.Msg) {
 // session's own holder; reports from other instances are ignored.
 func (r *Registry) recordTermination(ctx context.Context, t events.SessionTermination) error {
 	detail, _ := json.Marshal(map[string]any{"instance": t.Instance, "operation_id": t.OperationID, "timed_out": t.TimedOut, "in_flight": t.InFlight})
-	_, err := r.cfg.Pool.Exec(ctx, `WITH s AS (
+	err := pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
+		if err := changes.Lock(ctx, tx, t.Tenant); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `WITH s AS (
 			UPDATE sessions SET termination = $4,
 				terminated_at = CASE WHEN $4 = 'terminated' THEN clock_timestamp() END
 			WHERE tenant_id = $1 AND session_id = $2 AND holder = $3
@@ -166,7 +220,12 @@ func (r *Registry) recordTermination(ctx context.Context, t events.SessionTermin
 			RETURNING user_id)
 		INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
 		SELECT $1, user_id, $2, $4, $5 FROM s`,
-		t.Tenant, t.Session, t.Instance, t.State, detail)
+			t.Tenant, t.Session, t.Instance, t.State, detail)
+		if err != nil {
+			return err
+		}
+		return changes.Notify(ctx, tx, t.Tenant)
+	})
 	if err == nil {
 		r.signal()
 	}

@@ -80,14 +80,18 @@ const targetsSQL = `WITH op AS (
 			WHEN s.termination = 'terminated' THEN 'terminated'
 			WHEN s.termination = 'deferred' THEN 'deferred'
 			WHEN $2::bigint IS NULL THEN 'pending'
-			WHEN tgt.holder IS NULL THEN CASE WHEN $3 THEN 'enforced' ELSE 'pending' END
-			WHEN g.applied_seq >= $2 THEN 'enforced'
+			WHEN tgt.holder IS NOT NULL AND g.applied_seq >= $2 THEN 'enforced'
+			-- A session registered without a holder is enforced once every
+			-- live guard of the tenant applied the revocation, and there is one.
+			WHEN tgt.holder IS NULL AND $3 AND $5 THEN 'enforced'
 			WHEN s.expires_at IS NOT NULL AND s.expires_at < clock_timestamp() THEN 'terminated'
 			ELSE 'pending'
 		END AS status,
-		coalesce(g.last_report_at > clock_timestamp() - $4::interval, false) AS live,
+		CASE WHEN tgt.holder IS NULL THEN $5
+		     ELSE coalesce(g.last_report_at > clock_timestamp() - $4::interval, false) END AS live,
 		CASE WHEN s.termination IS NULL AND s.expires_at IS NOT NULL AND s.expires_at < clock_timestamp()
-			AND NOT coalesce(g.applied_seq >= $2, false) THEN 'expired' ELSE '' END AS detail
+			AND NOT coalesce(g.applied_seq >= $2, false) AND NOT (tgt.holder IS NULL AND $3 AND $5) THEN 'expired'
+		     ELSE '' END AS detail
 	FROM tgt
 	JOIN op ON true
 	JOIN sessions s ON s.tenant_id = op.tenant_id AND s.session_id = tgt.session_id
@@ -129,7 +133,7 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 		return st, err
 	}
 
-	rows, err = r.cfg.Pool.Query(ctx, targetsSQL+" ORDER BY tgt.session_id", id, st.StateSeq, allApplied, live)
+	rows, err = r.cfg.Pool.Query(ctx, targetsSQL+" ORDER BY tgt.session_id", id, st.StateSeq, allApplied, live, len(st.Guards) > 0)
 	if err != nil {
 		return st, err
 	}
@@ -143,8 +147,11 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 		st.Total++
 		st.Counts[t.Status]++
 		switch {
-		case t.Status == TargetPending && (t.HolderLive || t.Holder == ""):
+		case t.Status == TargetPending && t.HolderLive:
 			pendingLive++
+		case t.Status == TargetPending && t.Holder == "":
+			pendingDown++
+			t.Detail = "no_live_guard"
 		case t.Status == TargetPending:
 			pendingDown++
 			t.Detail = "holder_down"
@@ -172,7 +179,7 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 // complete stamps completed_at on operations that have just completed.
 func (r *Registry) complete(ctx context.Context) error {
 	rows, err := r.cfg.Pool.Query(ctx, `SELECT id FROM operations
-		WHERE completed_at IS NULL AND published_at IS NOT NULL ORDER BY accepted_at LIMIT 200`)
+		WHERE completed_at IS NULL AND published_at IS NOT NULL ORDER BY accepted_at DESC LIMIT 1000`)
 	if err != nil {
 		return err
 	}
@@ -180,17 +187,36 @@ func (r *Registry) complete(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	now := time.Now()
 	for _, id := range ids {
+		if b, ok := r.backoff[id]; ok && now.Before(b.next) {
+			continue
+		}
 		st, err := r.Operation(ctx, id)
 		if err != nil {
 			return err
 		}
 		if st.Summary != SummaryCompleted {
+			// An operation that stays incomplete (a holder is down, a
+			// tenant-wide logout over many sessions) is looked at less and
+			// less often: 20 ms, doubling up to 2 s.
+			b := r.backoff[id]
+			b.wait = min(max(2*b.wait, r.cfg.FlushInterval), 2*time.Second)
+			b.next = now.Add(b.wait)
+			r.backoff[id] = b
 			continue
 		}
-		if _, err := r.cfg.Pool.Exec(ctx, "UPDATE operations SET completed_at = clock_timestamp() WHERE id = $1 AND completed_at IS NULL", id); err != nil {
+		delete(r.backoff, id)
+		var secs float64
+		err = r.cfg.Pool.QueryRow(ctx, `UPDATE operations SET completed_at = clock_timestamp() WHERE id = $1 AND completed_at IS NULL
+			RETURNING extract(epoch FROM completed_at - accepted_at)::float8`, id).Scan(&secs)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // another replica stamped it
+		}
+		if err != nil {
 			return err
 		}
+		r.completion.Observe(secs)
 	}
 	return nil
 }

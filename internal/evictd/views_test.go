@@ -1,0 +1,256 @@
+package evictd_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/evict-dev/evict/pkg/client"
+)
+
+// sseEvent is one Server-Sent Event.
+type sseEvent struct {
+	id, kind string
+	data     map[string]any
+}
+
+// openStream connects to a session stream, optionally resuming after lastID.
+func openStream(t *testing.T, b *bundle, path, lastID string) (events <-chan sseEvent, closeFn func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.d.HTTPAddr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		cancel()
+		t.Fatalf("stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	ch := make(chan sseEvent, 100)
+	go func() {
+		defer close(ch)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "id: "):
+				ev.id = strings.TrimPrefix(line, "id: ")
+			case strings.HasPrefix(line, "event: "):
+				ev.kind = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				_ = json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev.data)
+			case line == "" && ev.kind != "":
+				ch <- ev
+				ev = sseEvent{}
+			}
+		}
+	}()
+	return ch, cancel
+}
+
+func next(t *testing.T, ch <-chan sseEvent) sseEvent {
+	t.Helper()
+	select {
+	case ev, ok := <-ch:
+		if !ok {
+			t.Fatal("stream closed")
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+	}
+	return sseEvent{}
+}
+
+// TestSessionStreamInOrderAndResumes: a live view sees a session start, get
+// revoked and end, in order; after a dropped connection it resumes from
+// Last-Event-ID with no gap and no repeat.
+func TestSessionStreamInOrderAndResumes(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/v1/tenants/acme/sessions/stream", "/v1/tenants/acme/users/dave/sessions/stream"} {
+		t.Run(path, func(t *testing.T) {
+			sid := fmt.Sprintf("dave-%d", len(path))
+			stream, stop := openStream(t, b, path, "")
+			b.register(t, "acme", "erin", sid+"-other") // another user: only in the tenant stream
+			b.register(t, "acme", "dave", sid)
+			var first sseEvent
+			for {
+				first = next(t, stream)
+				if first.data["session_id"] == sid {
+					break
+				}
+				if strings.Contains(path, "/users/") {
+					t.Fatalf("user stream sent another user's change: %v", first.data)
+				}
+			}
+			if first.kind != "started" {
+				t.Fatalf("first event %s, want started", first.kind)
+			}
+			stop() // the page loses its connection
+
+			if _, err := b.api.LogoutSession(ctx, "acme", sid, ""); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.api.EndSession(ctx, "acme", sid); err != nil {
+				t.Fatal(err)
+			}
+			resumed, stop2 := openStream(t, b, path, first.id)
+			defer stop2()
+			var kinds []string
+			for len(kinds) < 2 {
+				ev := next(t, resumed)
+				if ev.data["session_id"] != sid {
+					continue
+				}
+				kinds = append(kinds, ev.kind)
+				if id, fid := atoi(t, ev.id), atoi(t, first.id); id <= fid {
+					t.Errorf("event id %s repeats or precedes %s", ev.id, first.id)
+				}
+			}
+			if strings.Join(kinds, ",") != "revoked,ended" {
+				t.Errorf("after resume: %v, want [revoked ended]", kinds)
+			}
+		})
+	}
+}
+
+// TestSessionListing: one user's sessions and the tenant's live sessions,
+// with filters, prefix search, cursor pagination, totals and ETags.
+func TestSessionListing(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 7; i++ {
+		c := "web"
+		if i%2 == 1 {
+			c = "mobile"
+		}
+		if _, err := b.api.RegisterSession(ctx, "acme", client.NewSession{SessionID: fmt.Sprintf("s%d", i),
+			UserID: fmt.Sprintf("user-%d", i%3), Client: c, Holder: "h1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.api.AddMember(ctx, "acme", "site-1", "user-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.api.LogoutSession(ctx, "acme", "s6", ""); err != nil { // user-0's newest: no longer live
+		t.Fatal(err)
+	}
+	type page struct {
+		Items []struct {
+			SessionID string `json:"session_id"`
+			UserID    string `json:"user_id"`
+		} `json:"items"`
+		Total      int    `json:"total"`
+		TotalExact bool   `json:"total_exact"`
+		NextCursor string `json:"next_cursor"`
+	}
+	get := func(path string) page {
+		t.Helper()
+		var p page
+		if err := b.api.Do(ctx, http.MethodGet, path, nil, &p); err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		return p
+	}
+	ids := func(p page) string {
+		var s []string
+		for _, it := range p.Items {
+			s = append(s, it.SessionID)
+		}
+		return strings.Join(s, ",")
+	}
+	tests := []struct {
+		path      string
+		wantIDs   string
+		wantTotal int
+	}{
+		{"/v1/tenants/acme/sessions", "s5,s4,s3,s2,s1,s0", 6},
+		{"/v1/tenants/acme/users/user-0/sessions", "s3,s0", 2},
+		{"/v1/tenants/acme/sessions?client=mobile", "s5,s3,s1", 3},
+		{"/v1/tenants/acme/sessions?q=user-1", "s4,s1", 2},
+		{"/v1/tenants/acme/sessions?group=site-1", "s4,s1", 2},
+		{"/v1/tenants/acme/sessions?holder=nobody", "", 0},
+		{"/v1/tenants/acme/sessions?limit=4", "s5,s4,s3,s2", 6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			p := get(tt.path)
+			if ids(p) != tt.wantIDs || p.Total != tt.wantTotal || !p.TotalExact {
+				t.Errorf("got %s total %d exact %v; want %s total %d", ids(p), p.Total, p.TotalExact, tt.wantIDs, tt.wantTotal)
+			}
+		})
+	}
+	// Cursor pagination walks every live session once.
+	var all []string
+	path := "/v1/tenants/acme/sessions?limit=4"
+	for {
+		p := get(path)
+		all = append(all, ids(p))
+		if p.NextCursor == "" {
+			break
+		}
+		path = "/v1/tenants/acme/sessions?limit=4&cursor=" + p.NextCursor
+	}
+	if strings.Join(all, ",") != "s5,s4,s3,s2,s1,s0" {
+		t.Errorf("pages: %v", all)
+	}
+	// ETag: an unchanged listing answers 304; a change gives a new body.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+b.d.HTTPAddr+"/v1/tenants/acme/sessions", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	etag := resp.Header.Get("ETag")
+	req.Header.Set("If-None-Match", etag)
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("If-None-Match %s: %v %d, want 304", etag, err, resp.StatusCode)
+	}
+	if _, err := b.api.LogoutUser(ctx, "acme", "user-2", ""); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("after a change: %v %d, want 200", err, resp.StatusCode)
+	}
+	resp.Body.Close()
+	if p := get("/v1/tenants/acme/sessions"); ids(p) != "s4,s3,s1,s0" {
+		t.Errorf("after user-2's logout: %s", ids(p))
+	}
+	if _, err := b.api.LogoutTenant(ctx, "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	if p := get("/v1/tenants/acme/sessions"); len(p.Items) != 0 || p.Total != 0 {
+		t.Errorf("after the tenant's logout: %s total %d", ids(p), p.Total)
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("event id %q: %v", s, err)
+	}
+	return n
+}

@@ -13,12 +13,32 @@ import (
 //
 //	evict.report.<instance>.applied   GuardApplied, after applying and every few seconds
 //	evict.report.<instance>.session   SessionTermination, only for sessions with in-flight work
+//	evict.report.<instance>.seen      SessionsSeen, the sessions that made requests, once per interval
 const (
 	ReportPrefix = "evict.report."
 
 	TypeGuardApplied       = "dev.evict.guard.applied.v1"
 	TypeSessionTermination = "dev.evict.session.termination.v1"
+	TypeSessionsSeen       = "dev.evict.sessions.seen.v1"
 )
+
+// MaxSeenPerReport bounds the sessions of one SessionsSeen report; a guard
+// that saw more sends several.
+const MaxSeenPerReport = 1000
+
+// SessionsSeen lists the sessions that made requests through a guard
+// instance since its previous SessionsSeen report: evict's last-seen
+// heartbeat, one message per interval instead of one per request.
+type SessionsSeen struct {
+	Instance string        `json:"instance"`
+	Sessions []SeenSession `json:"sessions"`
+}
+
+// SeenSession is one session in a SessionsSeen report.
+type SeenSession struct {
+	Tenant  string `json:"tenant"`
+	Session string `json:"session"`
+}
 
 // Termination states a guard reports for a revoked session that had
 // in-flight work.
@@ -54,12 +74,12 @@ type SessionTermination struct {
 }
 
 // ReportSubject is the subject a guard instance reports on; kind is
-// "applied" or "session".
+// "applied", "session" or "seen".
 func ReportSubject(instance, kind string) (string, error) {
 	if err := CheckID("instance", instance); err != nil {
 		return "", err
 	}
-	if kind != "applied" && kind != "session" {
+	if kind != "applied" && kind != "session" && kind != "seen" {
 		return "", fmt.Errorf("events: %q is not a report kind", kind)
 	}
 	return ReportPrefix + instance + "." + kind, nil

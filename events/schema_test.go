@@ -22,7 +22,7 @@ const schemaDir = "schemas"
 // reportTypes are the types guards report to evict on core NATS. They are
 // not in events.Types (no stream carries them) but have schemas, samples and
 // doc examples like every other type.
-var reportTypes = []string{events.TypeGuardApplied, events.TypeSessionTermination}
+var reportTypes = []string{events.TypeGuardApplied, events.TypeSessionTermination, events.TypeSessionsSeen}
 
 // at is the time of the sample events. The nanoseconds make sure the
 // schemas accept the fractional seconds Go writes.
@@ -61,6 +61,9 @@ func sampleEvents(t *testing.T) map[string]any {
 		events.SessionTermination{Instance: instance, Tenant: tenant, User: user, Session: session,
 			State: events.TerminationTerminated, InFlight: 0, OperationID: op, TimedOut: true})
 	termination.Source = "/guards/" + instance
+	seen := events.New("0195a3c1-9a3e-7c1d-8e52-6f9a3b1c2d04", events.TypeSessionsSeen, "", "", at,
+		events.SessionsSeen{Instance: instance, Sessions: []events.SeenSession{{Tenant: tenant, Session: session}, {Tenant: "globex", Session: "s_1"}}})
+	seen.Source = "/guards/" + instance
 	return map[string]any{
 		events.TypeTenantRevoked: events.New("0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b01", events.TypeTenantRevoked, tenant,
 			"tenant", at,
@@ -95,6 +98,7 @@ func sampleEvents(t *testing.T) map[string]any {
 			events.SessionLifecycle{Tenant: tenant, Session: session, User: user, Client: "web", IssuedAt: issued}),
 		events.TypeGuardApplied:       applied,
 		events.TypeSessionTermination: termination,
+		events.TypeSessionsSeen:       seen,
 	}
 }
 

@@ -17,6 +17,7 @@ const Channel = "evict_session_changes"
 // Kinds of changes.
 const (
 	Started       = "started"
+	Seen          = "seen"
 	Revoked       = "revoked"
 	Ended         = "ended"
 	Deferred      = "deferred"

@@ -24,6 +24,14 @@ type Config struct {
 	// GuardLiveness is how long a guard instance counts as live after its
 	// last report.
 	GuardLiveness time.Duration
+	// Retention keeps ended, revoked and expired sessions and the session
+	// change feed this long.
+	Retention time.Duration
+	// TidyInterval is how often housekeeping runs; zero means 30s.
+	TidyInterval time.Duration
+	// SeenChangeEvery spaces the "seen" changes of a session in the live
+	// feed; zero means the registry's default (60s).
+	SeenChangeEvery time.Duration
 	// HeartbeatInterval is how often the relay leader confirms an empty outbox.
 	HeartbeatInterval time.Duration
 	Instance          string
@@ -50,6 +58,7 @@ const (
 //	EVICT_RELAY_BATCH_SIZE  outbox rows published per round; default 1000
 //	EVICT_HEARTBEAT_INTERVAL relay heartbeat period (guards' freshness signal); default 1s
 //	EVICT_GUARD_LIVENESS    a guard silent for longer counts as down (operations go "partial"); default 15s
+//	EVICT_SESSION_RETENTION ended, revoked and expired sessions and the change feed are kept this long; default 720h
 //	EVICT_INSTANCE          name of this replica; default host-pid
 //	EVICT_LOG_LEVEL         debug, info, warn or error; default info
 func ConfigFromEnv() (Config, error) {
@@ -77,6 +86,9 @@ func ConfigFromEnv() (Config, error) {
 	}
 	if c.GuardLiveness, err = time.ParseDuration(env("EVICT_GUARD_LIVENESS", "15s")); err != nil || c.GuardLiveness <= 0 {
 		return c, fmt.Errorf("EVICT_GUARD_LIVENESS: want a positive duration such as 15s, got %q", os.Getenv("EVICT_GUARD_LIVENESS"))
+	}
+	if c.Retention, err = time.ParseDuration(env("EVICT_SESSION_RETENTION", "720h")); err != nil || c.Retention <= 0 {
+		return c, fmt.Errorf("EVICT_SESSION_RETENTION: want a positive duration such as 720h, got %q", os.Getenv("EVICT_SESSION_RETENTION"))
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(env("EVICT_LOG_LEVEL", "info"))); err != nil {

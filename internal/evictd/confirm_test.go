@@ -20,7 +20,8 @@ func runGuard(t *testing.T, url, instance string) (g *guard.Guard, stop func()) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err = guard.New(guard.Config{Conn: nc, Instance: instance, ReportInterval: 100 * time.Millisecond, Logger: testenv.Quiet})
+	g, err = guard.New(guard.Config{Conn: nc, Instance: instance, ReportInterval: 100 * time.Millisecond,
+		SeenInterval: 100 * time.Millisecond, Logger: testenv.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

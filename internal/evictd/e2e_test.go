@@ -44,14 +44,18 @@ func setupTB(t testing.TB, nGuards int) *bundle {
 
 // startDaemon starts evictd in-process on dbURL, with its embedded NATS when
 // natsURL is empty. It stops when the test ends or when stop is called.
-func startDaemon(t testing.TB, dbURL, natsURL string) (d *evictd.Daemon, stop func()) {
+func startDaemon(t testing.TB, dbURL, natsURL string, opts ...func(*evictd.Config)) (d *evictd.Daemon, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := evictd.Start(ctx, evictd.Config{
+	cfg := evictd.Config{
 		DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", NATSURL: natsURL, DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0",
 		AdminToken: token, SessionMaxAge: 24 * time.Hour, Replicas: 1, RelayBatch: 1000, Logger: testenv.Quiet,
-		HeartbeatInterval: 50 * time.Millisecond, GuardLiveness: 500 * time.Millisecond,
-	})
+		HeartbeatInterval: 50 * time.Millisecond, GuardLiveness: 500 * time.Millisecond, SeenChangeEvery: 200 * time.Millisecond,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	d, err := evictd.Start(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatalf("start evictd: %v", err)

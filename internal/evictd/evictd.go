@@ -116,7 +116,8 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	registrySvc, err := registry.New(registry.Config{Pool: d.pool, Conn: d.nc, Liveness: cfg.GuardLiveness, Registerer: reg, Logger: log})
+	registrySvc, err := registry.New(registry.Config{Pool: d.pool, Conn: d.nc, Liveness: cfg.GuardLiveness, SeenChangeEvery: cfg.SeenChangeEvery,
+		Retention: cfg.Retention, TidyInterval: cfg.TidyInterval, Registerer: reg, Logger: log})
 	if err != nil {
 		return nil, err
 	}

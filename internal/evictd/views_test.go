@@ -6,12 +6,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/evict-dev/evict/internal/evictd"
+	"github.com/evict-dev/evict/internal/testenv"
 	"github.com/evict-dev/evict/pkg/client"
+	"github.com/evict-dev/evict/pkg/guard"
 )
 
 // sseEvent is one Server-Sent Event.
@@ -253,4 +257,82 @@ func atoi(t *testing.T, s string) int {
 		t.Fatalf("event id %q: %v", s, err)
 	}
 	return n
+}
+
+// TestLastSeenHeartbeat: requests through a guard's middleware move the
+// session's last_seen_at and put a "seen" change on the live feed, through
+// one report per interval rather than one message per request.
+func TestLastSeenHeartbeat(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := runGuard(t, b.d.NATSURL, "web-1")
+	s := b.registerOn(t, "acme", "frank", "frank-1", "web", "web-1", nil)
+	before, err := b.api.GetSession(ctx, "acme", "frank-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, stop := openStream(t, b, "/v1/tenants/acme/users/frank/sessions/stream", "")
+	defer stop()
+	time.Sleep(300 * time.Millisecond) // past this evictd's 200 ms between "seen" changes
+
+	h := g.Middleware(func(*http.Request) (guard.Session, bool) { return s, true })(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	for i := 0; i < 100; i++ {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+	}
+	ev := next(t, stream)
+	if ev.kind != "seen" || ev.data["session_id"] != "frank-1" {
+		t.Fatalf("event %s %v, want seen of frank-1", ev.kind, ev.data)
+	}
+	after, err := b.api.GetSession(ctx, "acme", "frank-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.LastSeenAt.After(before.LastSeenAt) {
+		t.Errorf("last_seen_at %v did not move past %v", after.LastSeenAt, before.LastSeenAt)
+	}
+}
+
+// TestHousekeeping: sessions a tenant-wide logout covered are marked revoked
+// in the background (the logout itself stays O(1)) and still count as the
+// operation's targets; history older than the retention is deleted.
+func TestHousekeeping(t *testing.T) {
+	dbURL := testenv.Database(t)
+	d, _ := startDaemon(t, dbURL, "", func(c *evictd.Config) {
+		c.Retention, c.TidyInterval = 2*time.Second, 100*time.Millisecond
+	})
+	b := &bundle{d: d, api: client.New("http://"+d.HTTPAddr, token, nil), dbURL: dbURL}
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	b.register(t, "acme", "gina", "g1")
+	b.register(t, "acme", "hank", "h1")
+	acc, err := b.api.LogoutTenant(ctx, "acme", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := testenv.Pool(t, dbURL)
+	testenv.Eventually(t, "sweep", func() bool {
+		var n int
+		return pool.QueryRow(ctx, "SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL AND revoke_operation = $1", acc.OperationID).Scan(&n) == nil && n == 2
+	})
+	s, err := b.api.GetSession(ctx, "acme", "g1")
+	if err != nil || s.Status != "revoked" || s.RevokeCause != "tenant_logout" || s.RevokeOperation != acc.OperationID {
+		t.Fatalf("swept session: %+v, %v", s, err)
+	}
+	op, err := b.api.Operation(ctx, acc.OperationID)
+	if err != nil || op.TotalTargets != 2 {
+		t.Fatalf("operation after the sweep: %d targets, %v; want 2", op.TotalTargets, err)
+	}
+	testenv.Eventually(t, "purge after the retention", func() bool {
+		_, err := b.api.GetSession(ctx, "acme", "g1")
+		return client.IsCode(err, "session_not_found")
+	})
+	var changesLeft int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM session_changes").Scan(&changesLeft); err != nil || changesLeft != 0 {
+		t.Errorf("%d changes older than the retention left, %v", changesLeft, err)
+	}
 }

@@ -233,6 +233,16 @@ type Session struct {
 	RevokeCause     string     `json:"revoke_cause,omitempty"`
 	RevokeReason    string     `json:"revoke_reason,omitempty"`
 	RevokeOperation string     `json:"revoke_operation,omitempty"`
+	Holder          string     `json:"holder,omitempty"`
+	DeviceID        string     `json:"device_id,omitempty"`
+	Platform        string     `json:"platform,omitempty"`
+	AppVersion      string     `json:"app_version,omitempty"`
+	IP              string     `json:"ip,omitempty"`
+	UserAgent       string     `json:"user_agent,omitempty"`
+	TrustedDevice   bool       `json:"trusted_device"`
+	LastSeenAt      time.Time  `json:"last_seen_at"`
+	Termination     string     `json:"termination,omitempty"`
+	TerminatedAt    *time.Time `json:"terminated_at,omitempty"`
 }
 
 // RegisterSession registers a session. Use the IssuedAt of the answer in

@@ -93,6 +93,9 @@ type Config struct {
 	// revocations. evict treats an instance silent for three intervals as
 	// down. Default 5s.
 	ReportInterval time.Duration
+	// SeenInterval is how often the guard reports the sessions that made
+	// requests (see Seen). Default 30s.
+	SeenInterval time.Duration
 	// DrainTimeout bounds how long in-flight work (see Busy) may keep a
 	// revoked session's live connections open. Default 5m.
 	DrainTimeout time.Duration
@@ -112,6 +115,7 @@ type Guard struct {
 	log   *slog.Logger
 	set   *revset.Set
 	holds holds
+	seen  seenSet
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -145,6 +149,9 @@ func New(cfg Config) (*Guard, error) {
 	if cfg.ReportInterval <= 0 {
 		cfg.ReportInterval = 5 * time.Second
 	}
+	if cfg.SeenInterval <= 0 {
+		cfg.SeenInterval = 30 * time.Second
+	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 5 * time.Minute
 	}
@@ -167,6 +174,7 @@ func New(cfg Config) (*Guard, error) {
 		kick:    make(chan struct{}, 1),
 	}
 	g.holds.init()
+	g.seen.init()
 	g.stale.Store(true)
 	g.metrics = newMetrics(g, cfg.Registerer)
 	return g, nil

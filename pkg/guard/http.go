@@ -22,7 +22,8 @@ func SessionFrom(ctx context.Context) (Session, bool) {
 // A revoked session gets 401 with
 // {"error":"session_revoked","message":"..."}; with FailClosed and a stale
 // state, every session gets 503 with {"error":"revocation_state_stale"}.
-// The checked session is available to handlers through SessionFrom.
+// The checked session is available to handlers through SessionFrom, and is
+// recorded as seen (see Seen).
 func (g *Guard) Middleware(sessionOf func(*http.Request) (Session, bool)) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -36,6 +37,7 @@ func (g *Guard) Middleware(sessionOf func(*http.Request) (Session, bool)) func(h
 				g.metrics.rejected.WithLabelValues(reasonOf(err)).Inc()
 				return
 			}
+			g.Seen(s)
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, s)))
 		})
 	}

@@ -50,12 +50,18 @@ func (g *Guard) report(ctx context.Context) {
 	}
 	t := time.NewTicker(g.cfg.ReportInterval)
 	defer t.Stop()
+	seen := time.NewTicker(g.cfg.SeenInterval)
+	defer seen.Stop()
 	var last uint64
 	var lastAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
+			g.reportSeen() // what was seen before shutdown still counts
 			return
+		case <-seen.C:
+			g.reportSeen()
+			continue
 		case <-t.C:
 		case <-g.kick:
 			if g.appliedSq.Load() == last && time.Since(lastAt) < g.cfg.ReportInterval {

@@ -40,6 +40,15 @@ type Config struct {
 	Liveness time.Duration
 	// FlushInterval batches applied reports into the database. Default 20ms.
 	FlushInterval time.Duration
+	// SeenChangeEvery is the least time between two "seen" changes of one
+	// session in the live feed; last_seen_at itself follows every report.
+	// Default 60s.
+	SeenChangeEvery time.Duration
+	// Retention is how long ended, revoked and expired sessions and the
+	// session change feed are kept. Default 720h.
+	Retention time.Duration
+	// TidyInterval is how often housekeeping runs (see tidy). Default 30s.
+	TidyInterval time.Duration
 	// Registerer receives the registry's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger; default slog.Default().
@@ -52,7 +61,8 @@ type Registry struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	applied map[string]events.GuardApplied // latest unflushed report per instance
+	applied map[string]events.GuardApplied  // latest unflushed report per instance
+	seenNow map[events.SeenSession]struct{} // sessions seen since the last flush
 	seen    map[string]time.Time
 
 	// changed is closed and replaced whenever a flush may have completed
@@ -79,6 +89,15 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.Liveness <= 0 {
 		cfg.Liveness = 15 * time.Second
 	}
+	if cfg.SeenChangeEvery <= 0 {
+		cfg.SeenChangeEvery = time.Minute
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 720 * time.Hour
+	}
+	if cfg.TidyInterval <= 0 {
+		cfg.TidyInterval = 30 * time.Second
+	}
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 20 * time.Millisecond
 	}
@@ -87,7 +106,7 @@ func New(cfg Config) (*Registry, error) {
 		log = slog.Default()
 	}
 	r := &Registry{cfg: cfg, log: log.With("component", "registry"), applied: map[string]events.GuardApplied{},
-		seen: map[string]time.Time{}, changed: make(chan struct{}),
+		seen: map[string]time.Time{}, changed: make(chan struct{}), seenNow: map[events.SeenSession]struct{}{},
 		backoff: map[[16]byte]struct {
 			wait time.Duration
 			next time.Time
@@ -149,6 +168,13 @@ func (r *Registry) Run(ctx context.Context) error {
 		return fmt.Errorf("registry: subscribe: %w", err)
 	}
 	defer sub.Unsubscribe() //nolint:errcheck // the connection closes next
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.janitor(ctx)
+	}()
+	defer wg.Wait()
 	t := time.NewTicker(r.cfg.FlushInterval)
 	defer t.Stop()
 	for {
@@ -190,6 +216,19 @@ func (r *Registry) ingest(ctx context.Context, m *nats.Msg) {
 		r.applied[instance] = e.Data
 		r.seen[instance] = time.Now()
 		r.mu.Unlock()
+	case "seen":
+		var e envelope[events.SessionsSeen]
+		if err := json.Unmarshal(m.Data, &e); err != nil || e.Type != events.TypeSessionsSeen || e.Data.Instance != instance ||
+			len(e.Data.Sessions) > events.MaxSeenPerReport ||
+			slices.ContainsFunc(e.Data.Sessions, func(s events.SeenSession) bool { return !events.ValidID(s.Tenant) || !events.ValidID(s.Session) }) {
+			r.log.Warn("malformed seen report skipped", "subject", m.Subject)
+			return
+		}
+		r.mu.Lock()
+		for _, s := range e.Data.Sessions {
+			r.seenNow[s] = struct{}{}
+		}
+		r.mu.Unlock()
 	case "session":
 		var e envelope[events.SessionTermination]
 		if err := json.Unmarshal(m.Data, &e); err != nil || e.Type != events.TypeSessionTermination || e.Data.Instance != instance ||
@@ -202,6 +241,57 @@ func (r *Registry) ingest(ctx context.Context, m *nats.Msg) {
 			r.log.Warn("session report not recorded", "err", err, "tenant", e.Data.Tenant, "session", e.Data.Session)
 		}
 	}
+}
+
+// flushSeen moves last_seen_at of the sessions seen since the last flush
+// and adds a "seen" change for those not seen for SeenChangeEvery.
+func (r *Registry) flushSeen(ctx context.Context) error {
+	r.mu.Lock()
+	if len(r.seenNow) == 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	batch := r.seenNow
+	r.seenNow = map[events.SeenSession]struct{}{}
+	r.mu.Unlock()
+	var tenants, sessions []string
+	for s := range batch {
+		tenants, sessions = append(tenants, s.Tenant), append(sessions, s.Session)
+	}
+	every := fmt.Sprintf("%d milliseconds", r.cfg.SeenChangeEvery.Milliseconds())
+	return pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `WITH seen AS (
+				SELECT s.tenant_id, s.session_id, s.user_id, s.last_seen_at AS before
+				FROM sessions s JOIN unnest($1::text[], $2::text[]) AS u(t, id) ON s.tenant_id = u.t AND s.session_id = u.id
+				WHERE s.ended_at IS NULL AND s.revoked_at IS NULL
+				ORDER BY s.tenant_id, s.session_id FOR UPDATE OF s)
+			UPDATE sessions s SET last_seen_at = clock_timestamp() FROM seen
+			WHERE s.tenant_id = seen.tenant_id AND s.session_id = seen.session_id
+			RETURNING s.tenant_id, s.user_id, s.session_id, seen.before < clock_timestamp() - $3::interval`,
+			tenants, sessions, every)
+		if err != nil {
+			return err
+		}
+		type change struct{ tenant, user, session string }
+		var due []change
+		var c change
+		var isDue bool
+		if _, err := pgx.ForEachRow(rows, []any{&c.tenant, &c.user, &c.session, &isDue}, func() error {
+			if isDue {
+				due = append(due, c)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		slices.SortFunc(due, func(a, b change) int { return strings.Compare(a.tenant, b.tenant) })
+		for _, d := range due {
+			if err := changes.Record(ctx, tx, d.tenant, d.user, d.session, changes.Seen, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // recordTermination stores a deferred or terminated state reported by the
@@ -233,6 +323,9 @@ func (r *Registry) recordTermination(ctx context.Context, t events.SessionTermin
 }
 
 func (r *Registry) flush(ctx context.Context) error {
+	if err := r.flushSeen(ctx); err != nil {
+		return err
+	}
 	r.mu.Lock()
 	if len(r.applied) == 0 {
 		r.mu.Unlock()

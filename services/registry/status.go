@@ -74,7 +74,7 @@ const targetsSQL = `WITH op AS (
 		FROM sessions s, op
 		WHERE op.tenant_wide AND s.tenant_id = op.tenant_id AND s.registered_at <= op.accepted_at
 		  AND (s.ended_at IS NULL OR s.ended_at >= op.accepted_at)
-		  AND (s.revoked_at IS NULL OR s.revoked_at >= op.accepted_at))
+		  AND (s.revoked_at IS NULL OR s.revoked_at >= op.accepted_at OR s.revoke_operation = op.id))
 	SELECT tgt.session_id, tgt.user_id, tgt.client, coalesce(tgt.holder, ''), coalesce(tgt.device_id, ''),
 		CASE
 			WHEN s.termination = 'terminated' THEN 'terminated'

@@ -1,0 +1,80 @@
+package guard
+
+import (
+	"hash/maphash"
+	"sync"
+
+	"github.com/evict-dev/evict/events"
+)
+
+// seenShards spreads Seen over independent locks so that concurrent
+// requests rarely meet on one.
+const seenShards = 64
+
+// seenSet collects the sessions that made requests since the last report.
+type seenSet struct {
+	seed   maphash.Seed
+	shards [seenShards]struct {
+		mu sync.Mutex
+		m  map[holdKey]struct{}
+		_  [40]byte // keep shards on separate cache lines
+	}
+}
+
+func (s *seenSet) init() {
+	s.seed = maphash.MakeSeed()
+	for i := range s.shards {
+		s.shards[i].m = map[holdKey]struct{}{}
+	}
+}
+
+// Seen records that session s made a request. The guard reports the
+// sessions it saw to evict once per Config.SeenInterval, as one message per
+// interval rather than one per request; evict keeps last_seen_at and the
+// live session views current with it. The middleware calls Seen for every
+// request it lets through; a session already seen in the interval costs a
+// hash and an uncontended map lookup.
+func (g *Guard) Seen(s Session) {
+	sh := &g.seen.shards[maphash.String(g.seen.seed, s.ID)%seenShards]
+	k := holdKey{s.Tenant, s.ID}
+	sh.mu.Lock()
+	if _, ok := sh.m[k]; !ok {
+		sh.m[k] = struct{}{}
+	}
+	sh.mu.Unlock()
+}
+
+// reportSeen sends the sessions seen since the last call, in reports of at
+// most events.MaxSeenPerReport sessions.
+func (g *Guard) reportSeen() {
+	subject, err := events.ReportSubject(g.cfg.Instance, "seen")
+	if err != nil {
+		return
+	}
+	var batch []events.SeenSession
+	flush := func() {
+		if len(batch) > 0 {
+			g.publishReport(subject, events.TypeSessionsSeen, "", events.SessionsSeen{Instance: g.cfg.Instance, Sessions: batch})
+			batch = nil
+		}
+	}
+	for i := range g.seen.shards {
+		sh := &g.seen.shards[i]
+		sh.mu.Lock()
+		m := sh.m
+		if len(m) > 0 {
+			sh.m = make(map[holdKey]struct{}, len(m))
+		}
+		sh.mu.Unlock()
+		for k := range m {
+			if !events.ValidID(k.tenant) || !events.ValidID(k.id) {
+				continue // a holder's bad identifier must not spoil the report
+			}
+			batch = append(batch, events.SeenSession{Tenant: k.tenant, Session: k.id})
+			if len(batch) == events.MaxSeenPerReport {
+				flush()
+			}
+		}
+	}
+	flush()
+}

@@ -228,3 +228,46 @@ func TestDeferredSessionFinishesInFlightWork(t *testing.T) {
 		t.Errorf("session status %s", sess.Status)
 	}
 }
+
+// TestGuardTracksSessionsOverNATS: a guard registers and ends sessions with
+// its NATS connection alone; evict records it as their holder.
+func TestGuardTracksSessionsOverNATS(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := runGuard(t, b.d.NATSURL, "web-7")
+	s, err := g.Track(ctx, guard.NewSession{Tenant: "acme", User: "ivy", ID: "ivy-1", Client: "web", DeviceID: "laptop-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.api.GetSession(ctx, "acme", "ivy-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Holder != "web-7" || got.DeviceID != "laptop-9" || !got.IssuedAt.Equal(s.IssuedAt) || got.Status != "active" {
+		t.Errorf("registered session: %+v; want holder web-7, issued_at %v", got, s.IssuedAt)
+	}
+	if err := g.Check(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.End(ctx, "acme", "ivy-1"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "ended session refused", func() bool { return errors.Is(g.Check(s), guard.ErrSessionRevoked) })
+
+	var rpcErr *guard.RPCError
+	for name, ns := range map[string]guard.NewSession{
+		"bad id":         {Tenant: "acme", User: "ivy", ID: "a.b", Client: "web"},
+		"unknown tenant": {Tenant: "nope", User: "ivy", ID: "ivy-2", Client: "web"},
+		"bad tenant":     {Tenant: "a>b", User: "ivy", ID: "ivy-2", Client: "web"},
+	} {
+		if _, err := g.Track(ctx, ns); !errors.As(err, &rpcErr) || rpcErr.Status/100 != 4 {
+			t.Errorf("%s: %v, want a 4xx refusal", name, err)
+		}
+	}
+	if err := g.End(ctx, "acme", "never-registered"); !errors.As(err, &rpcErr) || rpcErr.Code != "session_not_found" {
+		t.Errorf("ending an unknown session: %v", err)
+	}
+}

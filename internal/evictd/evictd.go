@@ -153,7 +153,13 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
-	d.wg.Add(4)
+	d.wg.Add(5)
+	go func() {
+		defer d.wg.Done()
+		if err := api.ServeNATS(relayCtx, d.nc); err != nil {
+			log.Error("session RPC stopped", "err", err)
+		}
+	}()
 	go func() {
 		defer d.wg.Done()
 		if err := api.Run(relayCtx); err != nil {

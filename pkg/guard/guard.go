@@ -433,6 +433,8 @@ func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
 func (g *Guard) markReady() {
 	g.readyOnce.Do(func() {
 		g.isReady.Store(true)
+		// Fresh or stale is known before anyone waiting on Ready looks.
+		g.updateStaleness(time.Now())
 		close(g.ready)
 		g.log.Info("revocation state loaded", "entries", g.set.Len(), "sequence", g.appliedSq.Load())
 	})

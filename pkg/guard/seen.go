@@ -62,9 +62,12 @@ func (g *Guard) reportSeen() {
 		sh := &g.seen.shards[i]
 		sh.mu.Lock()
 		m := sh.m
-		if len(m) > 0 {
-			sh.m = make(map[holdKey]struct{}, len(m))
+		if len(m) == 0 {
+			sh.mu.Unlock()
+			continue
 		}
+		// Swapped under the lock: from here on m is this goroutine's alone.
+		sh.m = make(map[holdKey]struct{}, len(m))
 		sh.mu.Unlock()
 		for k := range m {
 			if !events.ValidID(k.tenant) || !events.ValidID(k.id) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -78,6 +79,10 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := events.CheckID("user_id", req.UserID); err != nil {
 		return err
+	}
+	if preauthenticated(r) {
+		// A guard registers its own sessions: it is their holder.
+		req.Holder = strings.TrimPrefix(principalFrom(r.Context()).name, "guard:")
 	}
 	if req.Holder != "" {
 		// The holder names a guard instance; its reports are matched on it.

@@ -118,4 +118,3 @@ func (g *Guard) rpc(ctx context.Context, subject, tenant, session string, body [
 	}
 	return nil
 }
-

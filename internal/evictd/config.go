@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/evict-dev/evict/internal/db"
+	"github.com/evict-dev/evict/services/push/provider"
 )
 
 // Config is evictd's configuration. ConfigFromEnv documents each variable.
@@ -29,6 +30,9 @@ type Config struct {
 	Retention time.Duration
 	// TidyInterval is how often housekeeping runs; zero means 30s.
 	TidyInterval time.Duration
+	// PushSenders are the mobile push providers by name; none disables the
+	// notifier. ConfigFromEnv fills it with PushSendersFromEnv.
+	PushSenders map[string]provider.Sender
 	// SeenChangeEvery spaces the "seen" changes of a session in the live
 	// feed; zero means the registry's default (60s).
 	SeenChangeEvery time.Duration
@@ -95,6 +99,9 @@ func ConfigFromEnv() (Config, error) {
 		return c, fmt.Errorf("EVICT_LOG_LEVEL: %w", err)
 	}
 	c.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if c.PushSenders, err = PushSendersFromEnv(c.Logger); err != nil {
+		return c, fmt.Errorf("push: %w", err)
+	}
 	return c, nil
 }
 

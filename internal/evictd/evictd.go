@@ -30,6 +30,7 @@ import (
 	"github.com/evict-dev/evict/internal/bus"
 	"github.com/evict-dev/evict/internal/db"
 	"github.com/evict-dev/evict/services/admin"
+	"github.com/evict-dev/evict/services/notifier"
 	"github.com/evict-dev/evict/services/registry"
 	"github.com/evict-dev/evict/services/relay"
 )
@@ -153,6 +154,21 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	if len(cfg.PushSenders) > 0 {
+		nt, err := notifier.New(notifier.Config{Pool: d.pool, JetStream: js, Senders: cfg.PushSenders,
+			Instance: cfg.Instance, Registerer: reg, Logger: log})
+		if err != nil {
+			stopRelay()
+			return nil, err
+		}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := nt.Run(relayCtx); err != nil {
+				log.Error("push notifier stopped", "err", err)
+			}
+		}()
+	}
 	d.wg.Add(5)
 	go func() {
 		defer d.wg.Done()

@@ -303,6 +303,9 @@ type Operation struct {
 	Targets          []Target       `json:"targets"`
 	TargetsTruncated bool           `json:"targets_truncated"`
 	Guards           []GuardState   `json:"guards"`
+	// PushCounts counts the operation's device pushes by status: pending,
+	// sending, pushed, token_removed, failed, dead.
+	PushCounts map[string]int `json:"push_counts"`
 }
 
 // Target is a session an operation aimed at and its state: pending,

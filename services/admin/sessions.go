@@ -34,6 +34,38 @@ type sessionRequest struct {
 	IP            string `json:"ip,omitempty"`
 	UserAgent     string `json:"user_agent,omitempty"`
 	TrustedDevice bool   `json:"trusted_device,omitempty"`
+	// Push is where to push the logout (mobile sessions).
+	Push *pushTarget `json:"push,omitempty"`
+}
+
+// pushTarget is a session's push destination.
+type pushTarget struct {
+	Provider string `json:"provider"` // apns, fcm or webhook
+	Token    string `json:"token"`
+	// Topic is the app identity: APNs topic (bundle id) or FCM project;
+	// empty uses evictd's configured default.
+	Topic string `json:"topic,omitempty"`
+}
+
+// maxPushToken bounds push tokens (APNs tokens are 64 hex characters, FCM
+// registration tokens about 160).
+const maxPushToken = 4096
+
+func (p *pushTarget) check() error {
+	switch p.Provider {
+	case "apns", "fcm", "webhook":
+	default:
+		return errorf(http.StatusBadRequest, CodeBadRequest, `push.provider must be "apns", "fcm" or "webhook"`)
+	}
+	if p.Token == "" || len(p.Token) > maxPushToken || len(p.Topic) > maxAttribute {
+		return errorf(http.StatusBadRequest, CodeBadRequest, "push.token must be 1 to %d bytes, push.topic at most %d", maxPushToken, maxAttribute)
+	}
+	for _, c := range p.Token + p.Topic {
+		if c < 0x21 || c > 0x7e {
+			return errorf(http.StatusBadRequest, CodeBadRequest, "push.token and push.topic must be printable ASCII without spaces")
+		}
+	}
+	return nil
 }
 
 // sessionView is a registered session as the API shows it.
@@ -59,6 +91,7 @@ type sessionView struct {
 	UserAgent       *string    `json:"user_agent,omitempty"`
 	TrustedDevice   bool       `json:"trusted_device"`
 	LastSeenAt      time.Time  `json:"last_seen_at"`
+	PushProvider    *string    `json:"push_provider,omitempty"`
 	Termination     *string    `json:"termination,omitempty"`
 	TerminatedAt    *time.Time `json:"terminated_at,omitempty"`
 }
@@ -90,6 +123,13 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	var push pushTarget
+	if req.Push != nil {
+		if err := req.Push.check(); err != nil {
+			return err
+		}
+		push = *req.Push
+	}
 	if !clientPattern.MatchString(req.Client) {
 		return errorf(http.StatusBadRequest, CodeBadRequest, `client must be web, mobile, workflow or another lowercase name matching %s`, clientPattern)
 	}
@@ -110,12 +150,14 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 		// older: a holder clock that runs ahead must not let a session slip
 		// past a logout watermark.
 		err := tx.QueryRow(ctx, `INSERT INTO sessions (tenant_id, session_id, user_id, client, issued_at, expires_at,
-				holder, device_id, platform, app_version, ip, user_agent, trusted_device)
+				holder, device_id, platform, app_version, ip, user_agent, trusted_device, push_provider, push_token, push_topic)
 			VALUES ($1, $2, $3, $4, least(coalesce($5, clock_timestamp()), clock_timestamp()), $6,
-				nullif($7, ''), nullif($8, ''), nullif($9, ''), nullif($10, ''), nullif($11, ''), nullif($12, ''), $13)
+				nullif($7, ''), nullif($8, ''), nullif($9, ''), nullif($10, ''), nullif($11, ''), nullif($12, ''), $13,
+				nullif($14, ''), nullif($15, ''), nullif($16, ''))
 			ON CONFLICT DO NOTHING RETURNING true`,
 			tenant, req.SessionID, req.UserID, req.Client, req.IssuedAt, req.ExpiresAt,
-			req.Holder, req.DeviceID, req.Platform, req.AppVersion, req.IP, req.UserAgent, req.TrustedDevice).Scan(&created)
+			req.Holder, req.DeviceID, req.Platform, req.AppVersion, req.IP, req.UserAgent, req.TrustedDevice,
+			push.Provider, push.Token, push.Topic).Scan(&created)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
@@ -126,6 +168,14 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 		if !created {
 			if out.UserID != req.UserID || out.Client != req.Client {
 				return errorf(http.StatusConflict, CodeConflict, "session %q is already registered for another user or client", req.SessionID)
+			}
+			if req.Push != nil {
+				// Registering again with a push target updates it: tokens rotate.
+				if _, err := tx.Exec(ctx, `UPDATE sessions SET push_provider = $3, push_token = $4, push_topic = nullif($5, '')
+					WHERE tenant_id = $1 AND session_id = $2`, tenant, req.SessionID, push.Provider, push.Token, push.Topic); err != nil {
+					return err
+				}
+				out.PushProvider = &push.Provider
 			}
 			return nil
 		}
@@ -209,7 +259,7 @@ func loadSession(ctx context.Context, q rowQuerier, tenant, session string) (ses
 	err := q.QueryRow(ctx, `SELECT s.user_id, s.client, s.issued_at, s.registered_at, s.expires_at, s.ended_at,
 			s.revoked_at, s.revoke_cause, s.revoke_reason, s.revoke_operation::text,
 			s.holder, s.device_id, s.platform, s.app_version, s.ip, s.user_agent, s.trusted_device, s.last_seen_at,
-			s.termination, s.terminated_at,
+			s.termination, s.terminated_at, s.push_provider,
 			t.not_before, t.not_before_operation::text, t.not_before_cause, t.not_before_reason,
 			w.not_before, w.operation_id::text, w.cause, w.reason
 		FROM sessions s JOIN tenants t ON t.id = s.tenant_id
@@ -218,7 +268,7 @@ func loadSession(ctx context.Context, q rowQuerier, tenant, session string) (ses
 		&v.UserID, &v.Client, &v.IssuedAt, &v.RegisteredAt, &v.ExpiresAt, &v.EndedAt,
 		&v.RevokedAt, &v.RevokeCause, &v.RevokeReason, &v.RevokeOperation,
 		&v.Holder, &v.DeviceID, &v.Platform, &v.AppVersion, &v.IP, &v.UserAgent, &v.TrustedDevice, &v.LastSeenAt,
-		&v.Termination, &v.TerminatedAt,
+		&v.Termination, &v.TerminatedAt, &v.PushProvider,
 		&tenantNB, &tenantOp, &tenantCause, &tenantReason,
 		&userNB, &userOp, &userCause, &userReason)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -55,6 +55,22 @@ type Status struct {
 	// TargetsTruncated is true when Targets lists only the first targets.
 	TargetsTruncated bool    `json:"targets_truncated,omitempty"`
 	Guards           []Guard `json:"guards"`
+	// Pushes are the mobile pushes the operation caused, one per device:
+	// pending, sending, pushed, token_removed, failed or dead (retries
+	// exhausted). They inform; completion rests on the guards.
+	Pushes     []Push         `json:"pushes"`
+	PushCounts map[string]int `json:"push_counts"`
+}
+
+// Push is one device push of an operation.
+type Push struct {
+	Session   string     `json:"session_id"`
+	User      string     `json:"user_id"`
+	Provider  string     `json:"provider"`
+	Status    string     `json:"status"`
+	Attempts  int        `json:"attempts"`
+	LastError string     `json:"last_error,omitempty"`
+	PushedAt  *time.Time `json:"pushed_at,omitempty"`
 }
 
 // maxListed bounds the targets listed in a status; counts are exact.
@@ -99,7 +115,7 @@ const targetsSQL = `WITH op AS (
 
 // Operation computes the status of operation id.
 func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
-	st := Status{Counts: map[string]int{}, Targets: []Target{}, Guards: []Guard{}}
+	st := Status{Counts: map[string]int{}, Targets: []Target{}, Guards: []Guard{}, Pushes: []Push{}, PushCounts: map[string]int{}}
 	var tenant string
 	var published *time.Time
 	err := r.cfg.Pool.QueryRow(ctx, "SELECT tenant_id, state_seq, published_at FROM operations WHERE id = $1", id).
@@ -165,6 +181,9 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 	if err := rows.Err(); err != nil {
 		return st, err
 	}
+	if err := r.pushes(ctx, id, &st); err != nil {
+		return st, err
+	}
 	switch {
 	case published == nil || pendingLive > 0 || st.Counts[TargetDeferred] > 0 || !allApplied:
 		st.Summary = SummaryPending
@@ -219,4 +238,27 @@ func (r *Registry) complete(ctx context.Context) error {
 		r.completion.Observe(secs)
 	}
 	return nil
+}
+
+// pushes adds the operation's device pushes to st.
+func (r *Registry) pushes(ctx context.Context, id any, st *Status) error {
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT session_id, user_id, provider, status, attempts, coalesce(last_error, ''), pushed_at,
+			count(*) OVER (PARTITION BY status)
+		FROM push_deliveries WHERE operation_id = $1 ORDER BY session_id`, id)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p Push
+		var n int
+		if err := rows.Scan(&p.Session, &p.User, &p.Provider, &p.Status, &p.Attempts, &p.LastError, &p.PushedAt, &n); err != nil {
+			return err
+		}
+		st.PushCounts[p.Status] = n
+		if len(st.Pushes) < maxListed {
+			st.Pushes = append(st.Pushes, p)
+		}
+	}
+	return rows.Err()
 }

@@ -1,0 +1,356 @@
+// Package notifier pushes logouts to mobile devices, so that an app drops
+// its session at once instead of when the user next opens it.
+//
+// It consumes revocations from EVICT_STATE with a durable JetStream
+// consumer shared by every replica, expands each into one delivery per
+// device (a row in push_deliveries, keyed by event id, provider and token:
+// a redelivered event or two sessions on one device still make one push),
+// acknowledges the message, and lets workers on every replica claim due
+// deliveries with FOR UPDATE SKIP LOCKED and a lease. A tenant-wide logout
+// is expanded in the database, page by page, never loaded into memory.
+package notifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/services/push/provider"
+)
+
+// ConsumerName is the durable consumer all notifier replicas share.
+const ConsumerName = "evict-push"
+
+// Config configures a Notifier.
+type Config struct {
+	// Pool, JetStream and Senders are required. Senders maps a provider
+	// name as registered on sessions ("apns", "fcm", "webhook") to its
+	// client; pushes for a provider without a sender fail permanently.
+	Pool      *pgxpool.Pool
+	JetStream jetstream.JetStream
+	Senders   map[string]provider.Sender
+	// Instance names this replica in leases; default host-pid.
+	Instance string
+	// Workers is the number of concurrent sends per replica. Default 32.
+	Workers int
+	// MaxAttempts before a retryable failure becomes a dead letter. Default 8.
+	MaxAttempts int
+	// Lease is how long a claimed delivery is this replica's; a replica
+	// that dies mid-send leaves it to others after the lease. Default 30s.
+	Lease time.Duration
+	// Expiration is how long a provider may keep trying to deliver. Default 1h.
+	Expiration time.Duration
+	// Registerer receives the notifier's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Notifier expands logouts into device pushes and sends them.
+type Notifier struct {
+	cfg     Config
+	log     *slog.Logger
+	wake    chan struct{}
+	metrics *metrics
+}
+
+// New returns a Notifier for cfg.
+func New(cfg Config) (*Notifier, error) {
+	if cfg.Pool == nil || cfg.JetStream == nil || len(cfg.Senders) == 0 {
+		return nil, errors.New("notifier: Config.Pool, JetStream and at least one sender are required")
+	}
+	if cfg.Instance == "" {
+		host, _ := os.Hostname()
+		cfg.Instance = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 32
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 8
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.Expiration <= 0 {
+		cfg.Expiration = time.Hour
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Notifier{cfg: cfg, log: log.With("component", "notifier", "instance", cfg.Instance),
+		wake: make(chan struct{}, 1), metrics: newMetrics(cfg.Registerer)}, nil
+}
+
+// Run consumes and sends until ctx ends. Deliveries claimed when ctx ends
+// are left to their lease.
+func (n *Notifier) Run(ctx context.Context) error {
+	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StateStream, jetstream.ConsumerConfig{
+		Durable: ConsumerName,
+		FilterSubjects: []string{
+			events.StatePrefix + "*." + events.KindTenant,
+			events.StatePrefix + "*." + events.KindUser + ".*",
+			events.StatePrefix + "*." + events.KindSession + ".*",
+		},
+		// Created now, it starts now: history needs no pushes.
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 256,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return fmt.Errorf("notifier: consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { n.expand(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("notifier: consume: %w", err)
+	}
+	defer cc.Stop()
+	var wg sync.WaitGroup
+	for i := 0; i < n.cfg.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.work(ctx)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// expand turns one revocation into deliveries, then acknowledges it. On a
+// database error the message is redelivered; the primary key makes the
+// retry harmless.
+func (n *Notifier) expand(ctx context.Context, m jetstream.Msg) {
+	r, err := events.DecodeRevocation(m.Data())
+	if err != nil || r.Subject() != m.Subject() {
+		n.log.Warn("state message skipped", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return
+	}
+	eventID, err := uuid.Parse(r.EventID)
+	if err != nil {
+		_ = m.Term()
+		return
+	}
+	var opID uuid.NullUUID
+	if id, err := uuid.Parse(r.OperationID); err == nil {
+		opID = uuid.NullUUID{UUID: id, Valid: true}
+	}
+	// Sessions the revocation covers that have a push target; ended ones
+	// only if this very operation ended them.
+	const insert = `INSERT INTO push_deliveries (event_id, provider, token, tenant_id, user_id, session_id, topic, operation_id, event_time)
+		SELECT DISTINCT ON (push_provider, push_token) $1::uuid, push_provider, push_token, tenant_id, user_id, session_id, push_topic, $2::uuid, $3::timestamptz
+		FROM sessions
+		WHERE push_token IS NOT NULL AND tenant_id = $4 AND %s
+		  AND (revoked_at IS NULL OR revoke_operation = $2::uuid OR revoked_at >= $3::timestamptz - interval '1 minute')
+		  AND (ended_at IS NULL OR revoke_operation = $2::uuid)
+		ORDER BY push_provider, push_token, session_id
+		ON CONFLICT DO NOTHING`
+	args := []any{eventID, opID, r.EventTime, r.Tenant}
+	switch r.Kind {
+	case events.KindSession:
+		_, err = n.cfg.Pool.Exec(ctx, fmt.Sprintf(insert, "session_id = $5"), append(args, r.ID)...)
+	case events.KindUser:
+		_, err = n.cfg.Pool.Exec(ctx, fmt.Sprintf(insert, "user_id = $5 AND issued_at <= $6"), append(args, r.ID, r.At)...)
+	case events.KindTenant:
+		err = n.expandTenant(ctx, m, fmt.Sprintf(insert, "issued_at <= $5 AND session_id > $6 AND session_id <= $7"), args, r.At)
+	default:
+		_ = m.Ack()
+		return
+	}
+	if err != nil {
+		n.log.Warn("expand revocation", "subject", m.Subject(), "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	n.metrics.events.Inc()
+	_ = m.Ack()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// expandTenant expands a tenant-wide logout in pages of session ids, so
+// that no statement, and no memory here, holds the whole tenant.
+func (n *Notifier) expandTenant(ctx context.Context, m jetstream.Msg, insert string, args []any, nb time.Time) error {
+	const page = 5000
+	after := ""
+	for {
+		var upto *string
+		err := n.cfg.Pool.QueryRow(ctx, `SELECT max(session_id) FROM (SELECT session_id FROM sessions
+			WHERE tenant_id = $1 AND push_token IS NOT NULL AND session_id > $2 ORDER BY session_id LIMIT $3) p`,
+			args[3], after, page).Scan(&upto)
+		if err != nil {
+			return err
+		}
+		if upto == nil {
+			return nil
+		}
+		if _, err := n.cfg.Pool.Exec(ctx, insert, append(args, nb, after, *upto)...); err != nil {
+			return err
+		}
+		after = *upto
+		_ = m.InProgress()
+		select {
+		case n.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+type delivery struct {
+	eventID                    uuid.UUID
+	providerName, token, topic string
+	tenant, user, session      string
+	operation                  uuid.NullUUID
+	eventTime                  time.Time
+	attempts                   int
+}
+
+// work claims due deliveries and sends them until ctx ends.
+func (n *Notifier) work(ctx context.Context) {
+	for ctx.Err() == nil {
+		d, ok, err := n.claim(ctx)
+		if err != nil && ctx.Err() == nil {
+			n.log.Warn("claim delivery", "err", err)
+		}
+		if !ok {
+			select {
+			case <-ctx.Done():
+			case <-n.wake:
+				// Pass the wake-up on: other idle workers have work too.
+				select {
+				case n.wake <- struct{}{}:
+				default:
+				}
+			case <-time.After(250 * time.Millisecond):
+			}
+			continue
+		}
+		n.send(ctx, d)
+	}
+}
+
+// claim takes one due delivery: pending and due, or sending with an expired
+// lease (its replica died).
+func (n *Notifier) claim(ctx context.Context) (delivery, bool, error) {
+	var d delivery
+	err := n.cfg.Pool.QueryRow(ctx, `UPDATE push_deliveries p SET status = 'sending', attempts = p.attempts + 1,
+			claimed_until = clock_timestamp() + $1::interval, claimed_by = $2
+		FROM (SELECT event_id, provider, token FROM push_deliveries
+			WHERE (status = 'pending' AND next_attempt_at <= clock_timestamp())
+			   OR (status = 'sending' AND claimed_until < clock_timestamp())
+			ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) c
+		WHERE p.event_id = c.event_id AND p.provider = c.provider AND p.token = c.token
+		RETURNING p.event_id, p.provider, p.token, coalesce(p.topic, ''), p.tenant_id, p.user_id, p.session_id,
+			p.operation_id, p.event_time, p.attempts`,
+		fmt.Sprintf("%d milliseconds", n.cfg.Lease.Milliseconds()), n.cfg.Instance).Scan(
+		&d.eventID, &d.providerName, &d.token, &d.topic, &d.tenant, &d.user, &d.session, &d.operation, &d.eventTime, &d.attempts)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return d, false, nil
+	}
+	return d, err == nil, err
+}
+
+// send makes one attempt and records its outcome.
+func (n *Notifier) send(ctx context.Context, d delivery) {
+	sender, ok := n.cfg.Senders[d.providerName]
+	if !ok {
+		n.finish(ctx, d, "failed", "", fmt.Sprintf("no %s provider configured", d.providerName), 0)
+		return
+	}
+	p := provider.Push{Token: d.token, Topic: d.topic, CollapseID: "evict-logout",
+		Tenant: d.tenant, User: d.user, Session: d.session, EventID: d.eventID.String(),
+		Expiration: d.eventTime.Add(n.cfg.Expiration)}
+	if d.operation.Valid {
+		p.OperationID = d.operation.UUID.String()
+	}
+	sctx, cancel := context.WithTimeout(ctx, n.cfg.Lease/2)
+	res, err := sender.Send(sctx, p)
+	cancel()
+	switch {
+	case err == nil:
+		n.metrics.latency.WithLabelValues(d.providerName).Observe(time.Since(d.eventTime).Seconds())
+		n.finish(ctx, d, "pushed", res.ProviderID, "", 0)
+	case ctx.Err() != nil:
+		// Shutting down: the lease hands it to another replica.
+	case errors.Is(err, provider.ErrTokenInvalid):
+		n.finish(ctx, d, "token_removed", res.ProviderID, err.Error(), 0)
+	case errors.Is(err, provider.ErrRetryable) && d.attempts < n.cfg.MaxAttempts:
+		wait := time.Duration(1<<min(d.attempts, 10)) * time.Second
+		if after, ok := provider.RetryAfter(err); ok && after > wait {
+			wait = after
+		}
+		n.metrics.retries.WithLabelValues(d.providerName).Inc()
+		n.finish(ctx, d, "pending", "", err.Error(), wait)
+	case errors.Is(err, provider.ErrRetryable):
+		n.finish(ctx, d, "dead", "", err.Error(), 0)
+	default:
+		n.finish(ctx, d, "failed", "", err.Error(), 0)
+	}
+}
+
+// finish records a delivery's outcome; a removed token is cleared from
+// every session that carries it.
+func (n *Notifier) finish(ctx context.Context, d delivery, status, providerID, lastErr string, retryIn time.Duration) {
+	n.metrics.pushes.WithLabelValues(d.providerName, status).Inc()
+	err := pgx.BeginFunc(ctx, n.cfg.Pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE push_deliveries SET status = $4, provider_id = nullif($5, ''), last_error = nullif($6, ''),
+				pushed_at = CASE WHEN $4 = 'pushed' THEN clock_timestamp() END,
+				next_attempt_at = clock_timestamp() + $7::interval, claimed_until = NULL
+			WHERE event_id = $1 AND provider = $2 AND token = $3`,
+			d.eventID, d.providerName, d.token, status, providerID, lastErr, fmt.Sprintf("%d milliseconds", retryIn.Milliseconds()))
+		if err != nil || status != "token_removed" {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE sessions SET push_token = NULL WHERE push_provider = $1 AND push_token = $2`, d.providerName, d.token)
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		n.log.Warn("record push outcome", "err", err, "status", status)
+	}
+}
+
+type metrics struct {
+	events  prometheus.Counter
+	pushes  *prometheus.CounterVec
+	retries *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "evict_push_events_total", Help: "Revocations expanded into device pushes."}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evict_pushes_total", Help: "Push attempts by provider and outcome (pushed, pending, token_removed, failed, dead)."},
+			[]string{"provider", "result"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evict_push_retries_total", Help: "Push attempts scheduled for retry."}, []string{"provider"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "evict_push_latency_seconds",
+			Help:    "Time from a revocation's commit to the provider's acceptance of its push.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"provider"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.events, m.pushes, m.retries, m.latency)
+	}
+	return m
+}

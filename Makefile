@@ -31,10 +31,13 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzParseStateSubject -fuzztime=$(FUZZTIME) ./events/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeRevocation -fuzztime=$(FUZZTIME) ./events/
 
-## bench: Go benchmarks of the guard check and of command-to-enforcement latency
+## bench: Go benchmarks: guard check; command → all guards enforce; listing at 1M sessions; pushes
 bench:
 	$(GO) test -run=NONE -bench=. -benchmem -cpu 1,2 ./pkg/guard/...
-	$(GO) test -run=NONE -bench=. -benchtime=2000x ./internal/evictd/
+	$(GO) test -run=NONE -bench=CommandToEnforcement -benchtime=3000x ./internal/evictd/
+	$(GO) test -run=NONE -bench=TenantListing -benchtime=200x ./internal/evictd/
+	$(GO) test -run=NONE -bench=TenantPush -benchtime=3x ./internal/evictd/
+	$(GO) test -run=NONE -bench=Send -benchtime=3s ./services/push/provider/apns/
 
 ## lint: gofmt, go vet and staticcheck (pinned in go.mod as a tool)
 lint:

@@ -30,7 +30,7 @@ type fakeAPNs struct {
 	bad  []string
 }
 
-func newFakeAPNs(t *testing.T, unregistered string) *fakeAPNs {
+func newFakeAPNs(t testing.TB, unregistered string) *fakeAPNs {
 	t.Helper()
 	f := &fakeAPNs{hits: map[string]int{}}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -57,7 +57,7 @@ func newFakeAPNs(t *testing.T, unregistered string) *fakeAPNs {
 	return f
 }
 
-func (f *fakeAPNs) sender(t *testing.T) provider.Sender {
+func (f *fakeAPNs) sender(t testing.TB) provider.Sender {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -45,9 +45,13 @@ func newFakeAPNs(t testing.TB, unregistered string) *fakeAPNs {
 		}
 		f.hits[token]++
 		w.Header().Set("apns-id", r.Header.Get("apns-id"))
-		if token == unregistered {
+		switch token {
+		case unregistered:
 			w.WriteHeader(http.StatusGone)
 			fmt.Fprint(w, `{"reason":"Unregistered","timestamp":1700000000000}`)
+		case "refused-token": // a push APNs refuses for good
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			fmt.Fprint(w, `{"reason":"PayloadTooLarge"}`)
 		}
 	}))
 	srv.EnableHTTP2 = true
@@ -118,6 +122,11 @@ func TestTenantLogoutPushesEveryDeviceOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if err := api.Do(ctx, http.MethodPost, "/v1/tenants/field/sessions", map[string]any{
+		"session_id": "refused", "user_id": "tech-y", "client": "mobile",
+		"push": map[string]string{"provider": "apns", "token": "refused-token"}}, nil); err != nil {
+		t.Fatal(err)
+	}
 	acc, err := api.LogoutTenant(ctx, "field", "end of shift")
 	if err != nil {
 		t.Fatal(err)
@@ -127,14 +136,14 @@ func TestTenantLogoutPushesEveryDeviceOnce(t *testing.T) {
 		if err := api.Do(ctx, http.MethodGet, "/v1/operations/"+acc.OperationID, nil, &op); err != nil {
 			return false
 		}
-		return op.PushCounts["pushed"] == devices && op.PushCounts["token_removed"] == 1
+		return op.PushCounts["pushed"] == devices && op.PushCounts["token_removed"] == 1 && op.PushCounts["failed"] == 1
 	})
 	total, hits, bad := apnsSrv.counts()
 	if len(bad) > 0 {
 		t.Fatalf("requests APNs would refuse: %v", bad[:min(len(bad), 5)])
 	}
-	if total != devices+1 || len(hits) != devices+1 {
-		t.Fatalf("%d pushes to %d devices, want %d to %d", total, len(hits), devices+1, devices+1)
+	if total != devices+2 || len(hits) != devices+2 {
+		t.Fatalf("%d pushes to %d devices, want %d to %d", total, len(hits), devices+2, devices+2)
 	}
 	for tok, n := range hits {
 		if n != 1 {
@@ -144,5 +153,18 @@ func TestTenantLogoutPushesEveryDeviceOnce(t *testing.T) {
 	var left int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM sessions WHERE push_token = 'dead-token'").Scan(&left); err != nil || left != 0 {
 		t.Errorf("the unregistered token is still on %d sessions (%v)", left, err)
+	}
+	var dead struct {
+		DeadLetters []struct {
+			SessionID string `json:"session_id"`
+			Status    string `json:"status"`
+			Attempts  int    `json:"attempts"`
+		} `json:"dead_letters"`
+	}
+	if err := api.Do(ctx, http.MethodGet, "/v1/tenants/field/push/dead-letters", nil, &dead); err != nil {
+		t.Fatal(err)
+	}
+	if len(dead.DeadLetters) != 1 || dead.DeadLetters[0].SessionID != "refused" || dead.DeadLetters[0].Status != "failed" || dead.DeadLetters[0].Attempts != 1 {
+		t.Errorf("dead letters: %+v; want the refused push, failed after 1 attempt", dead.DeadLetters)
 	}
 }

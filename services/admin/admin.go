@@ -154,6 +154,7 @@ func (s *Server) routes() {
 	auth("DELETE /v1/tenants/{tenant}/users/{user}/trusted-devices/{device}", s.revokeDeviceTrust)
 
 	auth("GET /v1/tenants/{tenant}/audit", s.listAudit)
+	auth("GET /v1/tenants/{tenant}/push/dead-letters", s.listDeadLetters)
 
 	auth("GET /v1/operations/{id}", s.getOperation)
 

@@ -121,6 +121,11 @@ func (n *Notifier) Run(ctx context.Context) error {
 	}
 	defer cc.Stop()
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.watchConsumer(ctx, cons)
+	}()
 	for i := 0; i < n.cfg.Workers; i++ {
 		wg.Add(1)
 		go func() {
@@ -327,7 +332,24 @@ func (n *Notifier) finish(ctx context.Context, d delivery, status, providerID, l
 	}
 }
 
+// watchConsumer keeps the consumer's backlog gauge current.
+func (n *Notifier) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if info, err := cons.Info(ctx); err == nil {
+				n.metrics.pending.Set(float64(info.NumPending + uint64(info.NumAckPending)))
+			}
+		}
+	}
+}
+
 type metrics struct {
+	pending prometheus.Gauge
 	events  prometheus.Counter
 	pushes  *prometheus.CounterVec
 	retries *prometheus.CounterVec
@@ -336,6 +358,8 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "evict_push_consumer_pending", Help: "Revocations the push consumer has not yet expanded (pending and unacknowledged)."}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "evict_push_events_total", Help: "Revocations expanded into device pushes."}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -350,7 +374,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"provider"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.pushes, m.retries, m.latency)
+		reg.MustRegister(m.pending, m.events, m.pushes, m.retries, m.latency)
 	}
 	return m
 }

@@ -1,6 +1,9 @@
 // Command evictd runs evict: the admin API, the outbox relay and, unless
 // EVICT_NATS_URL points elsewhere, an embedded NATS server with JetStream.
 // See internal/evictd.ConfigFromEnv for its environment variables.
+//
+// "evictd keys create|list|revoke" manages admin API keys instead (run
+// "evictd keys" for the usage).
 package main
 
 import (
@@ -21,6 +24,11 @@ func main() {
 }
 
 func run() error {
+	if len(os.Args) > 1 && os.Args[1] == "keys" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return runKeys(ctx, os.Args[2:], os.Stdout)
+	}
 	cfg, err := evictd.ConfigFromEnv()
 	if err != nil {
 		return err

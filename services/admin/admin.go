@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/keys"
 	"github.com/evict-dev/evict/services/registry"
 )
 
@@ -110,8 +113,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) routes() {
-	auth := func(pattern string, h handlerFunc) {
-		s.mux.Handle(pattern, s.authenticated(h))
+	auth := func(pattern string, p perm, h handlerFunc) {
+		s.mux.Handle(pattern, s.authenticated(p, h))
 	}
 	open := func(pattern string, h handlerFunc) {
 		s.mux.Handle(pattern, s.wrap(h))
@@ -127,36 +130,36 @@ func (s *Server) routes() {
 		return err
 	})
 
-	auth("PUT /v1/tenants/{tenant}", s.putTenant)
-	auth("GET /v1/tenants/{tenant}", s.getTenant)
+	auth("PUT /v1/tenants/{tenant}", permOperator, s.putTenant)
+	auth("GET /v1/tenants/{tenant}", permRead, s.getTenant)
 
-	auth("PUT /v1/tenants/{tenant}/groups/{group}/members/{user}", s.addMember)
-	auth("DELETE /v1/tenants/{tenant}/groups/{group}/members/{user}", s.removeMember)
-	auth("PUT /v1/tenants/{tenant}/groups/{group}/members", s.setMembers)
-	auth("GET /v1/tenants/{tenant}/groups/{group}/members", s.listMembers)
+	auth("PUT /v1/tenants/{tenant}/groups/{group}/members/{user}", permMembersWrite, s.addMember)
+	auth("DELETE /v1/tenants/{tenant}/groups/{group}/members/{user}", permMembersWrite, s.removeMember)
+	auth("PUT /v1/tenants/{tenant}/groups/{group}/members", permMembersWrite, s.setMembers)
+	auth("GET /v1/tenants/{tenant}/groups/{group}/members", permMembersRead, s.listMembers)
 
-	auth("POST /v1/tenants/{tenant}/users/{user}/logout", s.logoutUser)
-	auth("POST /v1/tenants/{tenant}/users/{user}/access-changed", s.accessChanged)
-	auth("POST /v1/tenants/{tenant}/sessions/{session}/logout", s.logoutSession)
-	auth("POST /v1/tenants/{tenant}/logout", s.logoutTenant)
+	auth("POST /v1/tenants/{tenant}/users/{user}/logout", permCommand, s.logoutUser)
+	auth("POST /v1/tenants/{tenant}/users/{user}/access-changed", permCommand, s.accessChanged)
+	auth("POST /v1/tenants/{tenant}/sessions/{session}/logout", permCommand, s.logoutSession)
+	auth("POST /v1/tenants/{tenant}/logout", permCommand, s.logoutTenant)
 
-	auth("GET /v1/tenants/{tenant}/sessions", s.listTenantSessions)
-	auth("GET /v1/tenants/{tenant}/sessions/stream", s.streamTenantSessions)
-	auth("GET /v1/tenants/{tenant}/users/{user}/sessions", s.listUserSessions)
-	auth("GET /v1/tenants/{tenant}/users/{user}/sessions/stream", s.streamUserSessions)
-	auth("POST /v1/tenants/{tenant}/sessions", s.registerSession)
-	auth("GET /v1/tenants/{tenant}/sessions/{session}", s.getSession)
-	auth("DELETE /v1/tenants/{tenant}/sessions/{session}", s.endSession)
+	auth("GET /v1/tenants/{tenant}/sessions", permRead, s.listTenantSessions)
+	auth("GET /v1/tenants/{tenant}/sessions/stream", permRead, s.streamTenantSessions)
+	auth("GET /v1/tenants/{tenant}/users/{user}/sessions", permRead, s.listUserSessions)
+	auth("GET /v1/tenants/{tenant}/users/{user}/sessions/stream", permRead, s.streamUserSessions)
+	auth("POST /v1/tenants/{tenant}/sessions", permCommand, s.registerSession)
+	auth("GET /v1/tenants/{tenant}/sessions/{session}", permRead, s.getSession)
+	auth("DELETE /v1/tenants/{tenant}/sessions/{session}", permCommand, s.endSession)
 
-	auth("POST /v1/tenants/{tenant}/users/{user}/trusted-devices", s.trustDevice)
-	auth("GET /v1/tenants/{tenant}/users/{user}/trusted-devices", s.listTrustedDevices)
-	auth("POST /v1/tenants/{tenant}/users/{user}/trusted-devices/revoke", s.revokeAllTrust)
-	auth("DELETE /v1/tenants/{tenant}/users/{user}/trusted-devices/{device}", s.revokeDeviceTrust)
+	auth("POST /v1/tenants/{tenant}/users/{user}/trusted-devices", permCommand, s.trustDevice)
+	auth("GET /v1/tenants/{tenant}/users/{user}/trusted-devices", permRead, s.listTrustedDevices)
+	auth("POST /v1/tenants/{tenant}/users/{user}/trusted-devices/revoke", permCommand, s.revokeAllTrust)
+	auth("DELETE /v1/tenants/{tenant}/users/{user}/trusted-devices/{device}", permCommand, s.revokeDeviceTrust)
 
-	auth("GET /v1/tenants/{tenant}/audit", s.listAudit)
-	auth("GET /v1/tenants/{tenant}/push/dead-letters", s.listDeadLetters)
+	auth("GET /v1/tenants/{tenant}/audit", permRead, s.listAudit)
+	auth("GET /v1/tenants/{tenant}/push/dead-letters", permRead, s.listDeadLetters)
 
-	auth("GET /v1/operations/{id}", s.getOperation)
+	auth("GET /v1/operations/{id}", permRead, s.getOperation)
 
 	s.mux.Handle("/", s.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusNotFound, CodeNotFound, "no route for %s %s", r.Method, r.URL.Path)
@@ -177,27 +180,78 @@ func (s *Server) wrap(h handlerFunc) http.Handler {
 // principal is who made a request; it is recorded as the actor of commands.
 type principal struct {
 	name string
+	role string
+	// allTenants marks the bootstrap token, operator keys and guards (whose
+	// NATS credential is the authority).
+	allTenants bool
+	tenants    []string
+}
+
+// allows reports whether the principal may act on tenant.
+func (p principal) allows(tenant string) bool {
+	return p.allTenants || slices.Contains(p.tenants, tenant)
 }
 
 type principalKey struct{}
 
-func (s *Server) authenticated(h handlerFunc) http.Handler {
+func (s *Server) authenticated(need perm, h handlerFunc) http.Handler {
 	return s.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		if preauthenticated(r) {
 			return h(w, r)
 		}
-		// The scheme is case-insensitive (RFC 9110, section 11.1).
-		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		if !strings.EqualFold(scheme, "Bearer") || token == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="evict"`)
-			return errorf(http.StatusUnauthorized, CodeUnauthorized, "missing bearer token")
-		}
-		if subtle.ConstantTimeCompare([]byte(token), s.token) != 1 {
+		p, err := s.authenticate(r)
+		if err != nil {
+			s.auditDenied(r, principal{name: "anonymous"}, http.StatusUnauthorized, err.Error())
 			w.Header().Set("WWW-Authenticate", `Bearer realm="evict", error="invalid_token"`)
-			return errorf(http.StatusUnauthorized, CodeUnauthorized, "invalid bearer token")
+			return err
 		}
-		return h(w, r.WithContext(withPrincipal(r.Context(), principal{name: "bootstrap"})))
+		if !need.allowedFor(p) {
+			s.auditDenied(r, p, http.StatusForbidden, "role "+p.role+" may not "+need.String())
+			return errorf(http.StatusForbidden, CodeForbidden, "the %s role may not %s", p.role, need)
+		}
+		// Tenant scope: checked before anything about the tenant is read, so
+		// a refusal says nothing about whether it exists.
+		if tenant := r.PathValue("tenant"); tenant != "" && !p.allows(tenant) {
+			s.auditDenied(r, p, http.StatusForbidden, "tenant outside the credential's scope")
+			return errorf(http.StatusForbidden, CodeForbidden, "this credential is not for tenant %q", tenant)
+		}
+		return h(w, r.WithContext(withPrincipal(r.Context(), p)))
 	})
+}
+
+// authenticate resolves the bearer token: the bootstrap token (every
+// tenant, admin and operator) or an API key.
+func (s *Server) authenticate(r *http.Request) (principal, error) {
+	// The scheme is case-insensitive (RFC 9110, section 11.1).
+	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return principal{}, errorf(http.StatusUnauthorized, CodeUnauthorized, "missing bearer token")
+	}
+	if subtle.ConstantTimeCompare([]byte(token), s.token) == 1 {
+		return principal{name: "bootstrap", role: keys.RoleAdmin, allTenants: true}, nil
+	}
+	k, err := keys.Lookup(r.Context(), s.pool, token)
+	if errors.Is(err, keys.ErrNotFound) {
+		return principal{}, errorf(http.StatusUnauthorized, CodeUnauthorized, "invalid, expired or revoked bearer token")
+	}
+	if err != nil {
+		return principal{}, err
+	}
+	return principal{name: "key:" + k.Name + ":" + k.ID.String(), role: k.Role, allTenants: k.AllTenants, tenants: k.Tenants}, nil
+}
+
+// auditDenied records a refused request in the audit log (best effort: a
+// refusal must not fail because the log is unreachable).
+func (s *Server) auditDenied(r *http.Request, p principal, status int, why string) {
+	tenant := r.PathValue("tenant")
+	if tenant == "" || !events.ValidID(tenant) {
+		tenant = "-"
+	}
+	detail, _ := json.Marshal(map[string]any{"method": r.Method, "path": r.URL.Path, "status": status, "why": why})
+	if _, err := s.pool.Exec(r.Context(), `INSERT INTO audit_log (tenant_id, actor, source_ip, action, detail) VALUES ($1, $2, $3, 'denied', $4)`,
+		tenant, p.name, clientIP(r), detail); err != nil {
+		s.log.WarnContext(r.Context(), "audit of a denied request failed", "err", err)
+	}
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {

@@ -88,7 +88,8 @@ func (s *Server) loadOperation(r *http.Request, id uuid.UUID) (operationView, er
 		FROM operations o WHERE o.id = $1`, id).Scan(
 		&v.ID, &v.Tenant, &v.Kind, &v.Actor, &v.Reason, &v.AcceptedAt, &v.PublishedAt, &v.CompletedAt,
 		&v.Request, &v.Events.Total, &v.Events.Pending)
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !principalFrom(r.Context()).allows(v.Tenant)) {
+		// Another tenant's operation is as unknown as a missing one.
 		return v, errorf(http.StatusNotFound, CodeOperationNotFound, "operation %s does not exist", id)
 	}
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/keys"
 )
 
 // Session lifecycle over NATS, for holders that embed pkg/guard: the guard
@@ -95,7 +96,10 @@ func (s *Server) serveRPC(ctx context.Context, m *nats.Msg, method string) {
 	if len(m.Data) > 0 {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req = req.WithContext(context.WithValue(withPrincipal(ctx, principal{name: "guard:" + instance}), preauthKey{}, true))
+	// The guard's NATS credential is the authority here (its permissions
+	// decide which subjects it may use at all).
+	p := principal{name: "guard:" + instance, role: keys.RoleAdmin, allTenants: true}
+	req = req.WithContext(context.WithValue(withPrincipal(ctx, p), preauthKey{}, true))
 	rec := httptest.NewRecorder()
 	s.ServeHTTP(rec, req)
 	reply(rec.Code, rec.Body.Bytes())

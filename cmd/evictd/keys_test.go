@@ -41,7 +41,7 @@ func TestKeysCommand(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{},
-		{"create", "--role", "admin"},                                   // no scope
+		{"create", "--role", "admin"}, // no scope
 		{"create", "--tenant", "a", "--all-tenants", "--role", "admin"}, // both
 		{"create", "--tenant", "a.b", "--role", "admin"},                // bad tenant
 		{"create", "--tenant", "a", "--role", "root"},                   // bad role

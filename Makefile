@@ -30,6 +30,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzCheckID -fuzztime=$(FUZZTIME) ./events/
 	$(GO) test -run=NONE -fuzz=FuzzParseStateSubject -fuzztime=$(FUZZTIME) ./events/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeRevocation -fuzztime=$(FUZZTIME) ./events/
+	$(GO) test -run=NONE -fuzz=FuzzCheckStrictJSON -fuzztime=$(FUZZTIME) ./services/admin/
 
 ## bench: Go benchmarks: guard check; command → all guards enforce; listing at 1M sessions; pushes
 bench:

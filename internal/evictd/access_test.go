@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/keys"
 	"github.com/evict-dev/evict/internal/testenv"
 )
@@ -146,4 +147,40 @@ func TestEveryRouteChecksCredentialRoleAndTenant(t *testing.T) {
 		t.Errorf("%d denied requests audited; every 401 and 403 should be", denied)
 	}
 	t.Logf("%d route × credential cases, %d refusals audited", n, denied)
+}
+
+// TestRateLimitPerCredential: a credential past its burst gets 429 with
+// Retry-After; another credential is not slowed down by it.
+func TestRateLimitPerCredential(t *testing.T) {
+	dbURL := testenv.Database(t)
+	d, _ := startDaemon(t, dbURL, "", func(c *evictd.Config) { c.RateLimit, c.RateBurst = 1, 10 })
+	ctx := context.Background()
+	pool := testenv.Pool(t, dbURL)
+	_, noisy, err := keys.Create(ctx, pool, keys.Spec{Role: keys.RoleViewer, AllTenants: true, Name: "noisy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(cred string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+d.HTTPAddr+"/v1/tenants/acme", nil)
+		req.Header.Set("Authorization", "Bearer "+cred)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for i := 0; i < 10; i++ {
+		if code := get(noisy).StatusCode; code == http.StatusTooManyRequests {
+			t.Fatalf("request %d within the burst refused", i)
+		}
+	}
+	resp := get(noisy)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("past the burst: %d, Retry-After %q; want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if code := get(token).StatusCode; code == http.StatusTooManyRequests {
+		t.Error("another credential was limited too")
+	}
 }

@@ -30,6 +30,10 @@ type Config struct {
 	Retention time.Duration
 	// TidyInterval is how often housekeeping runs; zero means 30s.
 	TidyInterval time.Duration
+	// RateLimit and RateBurst bound each credential's admin API requests
+	// (per second, and at once); zero means the API's defaults (50, 200).
+	RateLimit float64
+	RateBurst int
 	// PushSenders are the mobile push providers by name; none disables the
 	// notifier. ConfigFromEnv fills it with PushSendersFromEnv.
 	PushSenders map[string]provider.Sender
@@ -63,6 +67,7 @@ const (
 //	EVICT_HEARTBEAT_INTERVAL relay heartbeat period (guards' freshness signal); default 1s
 //	EVICT_GUARD_LIVENESS    a guard silent for longer counts as down (operations go "partial"); default 15s
 //	EVICT_SESSION_RETENTION ended, revoked and expired sessions and the change feed are kept this long; default 720h
+//	EVICT_RATE_LIMIT        requests per second per credential; default 50 (EVICT_RATE_BURST at once: 200)
 //	EVICT_INSTANCE          name of this replica; default host-pid
 //	EVICT_LOG_LEVEL         debug, info, warn or error; default info
 func ConfigFromEnv() (Config, error) {
@@ -93,6 +98,12 @@ func ConfigFromEnv() (Config, error) {
 	}
 	if c.Retention, err = time.ParseDuration(env("EVICT_SESSION_RETENTION", "720h")); err != nil || c.Retention <= 0 {
 		return c, fmt.Errorf("EVICT_SESSION_RETENTION: want a positive duration such as 720h, got %q", os.Getenv("EVICT_SESSION_RETENTION"))
+	}
+	if c.RateLimit, err = strconv.ParseFloat(env("EVICT_RATE_LIMIT", "50"), 64); err != nil || c.RateLimit <= 0 {
+		return c, fmt.Errorf("EVICT_RATE_LIMIT: want a positive number, got %q", os.Getenv("EVICT_RATE_LIMIT"))
+	}
+	if c.RateBurst, err = strconv.Atoi(env("EVICT_RATE_BURST", "200")); err != nil || c.RateBurst < 1 {
+		return c, fmt.Errorf("EVICT_RATE_BURST: want a positive number, got %q", os.Getenv("EVICT_RATE_BURST"))
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(env("EVICT_LOG_LEVEL", "info"))); err != nil {

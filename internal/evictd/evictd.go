@@ -123,6 +123,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	api, err := admin.New(admin.Config{Pool: d.pool, AdminToken: d.AdminToken, Registerer: reg, Logger: log, Registry: registrySvc,
+		RateLimit: cfg.RateLimit, Burst: cfg.RateBurst,
 		Ready: func(r *http.Request) error {
 			if err := d.pool.Ping(r.Context()); err != nil {
 				return fmt.Errorf("database: %w", err)

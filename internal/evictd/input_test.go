@@ -120,6 +120,72 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		{"bad operation id", "GET", "/v1/operations/not-a-uuid", "", "", "", 400, "bad_request"},
 		{"unknown operation", "GET", "/v1/operations/0192f7a0-0000-7000-8000-000000000000", "", "", "", 404, "operation_not_found"},
 		{"unknown route", "POST", "/v1/tenants/acme/explode", "", "", "", 404, "not_found"},
+		// JSON that encoding/json alone would accept.
+		{"duplicated key", "POST", "/v1/tenants/acme/logout", `{"users":["alice"],"users":[]}`, "", "", 400, "malformed_json"},
+		{"duplicated key in registration", "POST", "/v1/tenants/acme/sessions", `{"session_id":"x1","user_id":"bob","user_id":"alice","client":"web"}`, "", "", 400, "malformed_json"},
+		{"deeply nested", "POST", "/v1/tenants/acme/logout", `{"users":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`, "", "", 400, "malformed_json"},
+		{"null users", "POST", "/v1/tenants/acme/logout", `{"users":null}`, "", "", 400, "bad_request"},
+		{"number as a user", "POST", "/v1/tenants/acme/logout", `{"users":[42]}`, "", "", 400, "malformed_json"},
+		{"object as a user", "POST", "/v1/tenants/acme/logout", `{"users":[{"id":"a"}]}`, "", "", 400, "malformed_json"},
+		{"all as a string", "POST", "/v1/tenants/acme/logout", `{"all":"true"}`, "", "", 400, "malformed_json"},
+		{"array body", "POST", "/v1/tenants/acme/logout", `["alice"]`, "", "", 400, "malformed_json"},
+		{"string body", "POST", "/v1/tenants/acme/logout", `"all"`, "", "", 400, "malformed_json"},
+		{"invalid UTF-8", "POST", "/v1/tenants/acme/logout", "{\"users\":[\"\xff\xfe\"]}", "", "", 400, "invalid_identifier"},
+		{"BOM", "POST", "/v1/tenants/acme/logout", "\ufeff{\"all\":true}", "", "", 400, "malformed_json"},
+		{"text/plain", "POST", "/v1/tenants/acme/logout", `{"all":true}`, "text/plain", "", 415, "unsupported_media_type"},
+		{"XML", "POST", "/v1/tenants/acme/logout", `<all/>`, "application/xml", "", 415, "unsupported_media_type"},
+		{"multipart", "POST", "/v1/tenants/acme/logout", `--x`, "multipart/form-data; boundary=x", "", 415, "unsupported_media_type"},
+		{"malformed content type", "POST", "/v1/tenants/acme/logout", `{"all":true}`, "application/", "", 415, "unsupported_media_type"},
+		{"unknown registration field", "POST", "/v1/tenants/acme/sessions", `{"session_id":"x2","user_id":"bob","client":"web","admin":true}`, "", "", 400, "malformed_json"},
+		{"registration without user", "POST", "/v1/tenants/acme/sessions", `{"session_id":"x3","client":"web"}`, "", "", 400, "invalid_identifier"},
+		{"registration with a dotted holder", "POST", "/v1/tenants/acme/sessions", `{"session_id":"x4","user_id":"bob","client":"web","holder":"a.b"}`, "", "", 400, "invalid_identifier"},
+		{"push provider unknown", "POST", "/v1/tenants/acme/sessions", `{"session_id":"x5","user_id":"bob","client":"mobile","push":{"provider":"sms","token":"t"}}`, "", "", 400, "bad_request"},
+		{"push token with a space", "POST", "/v1/tenants/acme/sessions", `{"session_id":"x6","user_id":"bob","client":"mobile","push":{"provider":"apns","token":"a b"}}`, "", "", 400, "bad_request"},
+		{"push token empty", "POST", "/v1/tenants/acme/sessions", `{"session_id":"x7","user_id":"bob","client":"mobile","push":{"provider":"apns","token":""}}`, "", "", 400, "bad_request"},
+		{"issued_at not a time", "POST", "/v1/tenants/acme/sessions", `{"session_id":"x8","user_id":"bob","client":"web","issued_at":"yesterday"}`, "", "", 400, "malformed_json"},
+		{"over-long device label", "POST", "/v1/tenants/acme/users/alice/trusted-devices", `{"device_id":"d1","label":"` + strings.Repeat("l", 600) + `"}`, "", "", 400, "bad_request"},
+		{"dotted device", "POST", "/v1/tenants/acme/users/alice/trusted-devices", `{"device_id":"d.1"}`, "", "", 400, "invalid_identifier"},
+		{"idempotency key too long", "POST", "/v1/tenants/acme/users/alice/logout", "", "", "idem:" + strings.Repeat("k", 300), 400, "bad_request"},
+		{"wait too long", "GET", "/v1/operations/0192f7a0-0000-7000-8000-000000000000?wait=5m", "", "", "", 400, "bad_request"},
+		{"limit zero", "GET", "/v1/tenants/acme/sessions?limit=0", "", "", "", 400, "bad_request"},
+		{"limit huge", "GET", "/v1/tenants/acme/sessions?limit=100000", "", "", "", 400, "bad_request"},
+		{"bad cursor", "GET", "/v1/tenants/acme/sessions?cursor=!!!", "", "", "", 400, "bad_request"},
+		{"bad sort", "GET", "/v1/tenants/acme/sessions?sort=user_id", "", "", "", 400, "bad_request"},
+		{"bad search prefix", "GET", "/v1/tenants/acme/sessions?q=a.b", "", "", "", 400, "invalid_identifier"},
+		{"bad client filter", "GET", "/v1/tenants/acme/sessions?client=Web%20App", "", "", "", 400, "bad_request"},
+		{"bad Last-Event-ID", "GET", "/v1/tenants/acme/sessions/stream?last_event_id=-4", "", "", "", 400, "bad_request"},
+		{"bad audit time", "GET", "/v1/tenants/acme/audit?since=yesterday", "", "", "", 400, "bad_request"},
+		{"bad audit before", "GET", "/v1/tenants/acme/audit?before=x", "", "", "", 400, "bad_request"},
+		{"unknown tenant listing", "GET", "/v1/tenants/nope/sessions", "", "", "", 404, "tenant_not_found"},
+		{"unknown tenant stream", "GET", "/v1/tenants/nope/sessions/stream", "", "", "", 404, "tenant_not_found"},
+		{"unknown tenant set", "PUT", "/v1/tenants/nope/groups/g/members", `{"users":[]}`, "", "", 404, "tenant_not_found"},
+		{"unknown tenant registration", "POST", "/v1/tenants/nope/sessions", `{"session_id":"x9","user_id":"bob","client":"web"}`, "", "", 404, "tenant_not_found"},
+	}
+	// Every identifier position, with every kind of identifier that could
+	// break out of a NATS subject token or fool an admin.
+	hostileIDs := map[string]string{
+		"dot": "a.b", "star": "a*", "gt": "%3E", "space": "a%20b", "tab": "a%09b", "newline": "a%0Ab", "NUL": "a%00b",
+		"DEL": "a%7Fb", "cyrillic": "%D0%B0cme", "fullwidth": "%EF%BD%81cme", "over-long": strings.Repeat("x", 129),
+		"percent": "a%25b", "slash": "a%2Fb",
+	}
+	templates := map[string][2]string{
+		"tenant":  {"POST", "/v1/tenants/%s/users/alice/logout"},
+		"group":   {"DELETE", "/v1/tenants/acme/groups/%s/members/alice"},
+		"user":    {"POST", "/v1/tenants/acme/users/%s/access-changed"},
+		"session": {"POST", "/v1/tenants/acme/sessions/%s/logout"},
+		"device":  {"DELETE", "/v1/tenants/acme/users/alice/trusted-devices/%s"},
+	}
+	for pos, tpl := range templates {
+		for kind, id := range hostileIDs {
+			tests = append(tests, struct {
+				name, method, path, body, contentType, auth string
+				want                                        int
+				wantCode                                    string
+			}{pos + " with " + kind, tpl[0], fmt.Sprintf(tpl[1], id), "", "", "", 400, "invalid_identifier"})
+		}
+	}
+	if len(tests) < 100 {
+		t.Fatalf("only %d hostile requests", len(tests))
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,10 +194,13 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 				body = strings.NewReader(tt.body)
 			}
 			req, _ := http.NewRequest(tt.method, "http://"+b.d.HTTPAddr+tt.path, body)
-			switch tt.auth {
-			case "":
+			switch {
+			case tt.auth == "":
 				req.Header.Set("Authorization", "Bearer "+token)
-			case "-":
+			case tt.auth == "-":
+			case strings.HasPrefix(tt.auth, "idem:"):
+				req.Header.Set("Authorization", "Bearer "+token)
+				req.Header.Set("Idempotency-Key", strings.TrimPrefix(tt.auth, "idem:"))
 			default:
 				req.Header.Set("Authorization", tt.auth)
 			}

@@ -6,6 +6,7 @@
 package admin
 
 import (
+	"bytes"
 	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
@@ -47,6 +48,11 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// RateLimit is the sustained requests per second one credential may
+	// make; beyond Burst at once it gets 429 with Retry-After. Defaults 50
+	// and 200.
+	RateLimit float64
+	Burst     int
 	// Registry computes what operations achieved; required.
 	Registry *registry.Registry
 	// Ready reports whether the service can take commands (database and
@@ -59,6 +65,7 @@ type Server struct {
 	pool     *pgxpool.Pool
 	registry *registry.Registry
 	feed     feed
+	limits   limiter
 	token    []byte
 	maxBody  int64
 	maxBulk  int
@@ -100,6 +107,7 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.limits = newLimiter(cfg.RateLimit, cfg.Burst)
 	s.routes()
 	s.handler = s.instrument(s.mux)
 	return s, nil
@@ -209,6 +217,10 @@ func (s *Server) authenticated(need perm, h handlerFunc) http.Handler {
 			s.auditDenied(r, p, http.StatusForbidden, "role "+p.role+" may not "+need.String())
 			return errorf(http.StatusForbidden, CodeForbidden, "the %s role may not %s", p.role, need)
 		}
+		if wait, ok := s.limits.allow(p.name); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+			return errorf(http.StatusTooManyRequests, CodeRateLimited, "too many requests for this credential; retry after %s", wait.Round(time.Millisecond))
+		}
 		// Tenant scope: checked before anything about the tenant is read, so
 		// a refusal says nothing about whether it exists.
 		if tenant := r.PathValue("tenant"); tenant != "" && !p.allows(tenant) {
@@ -278,24 +290,20 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 			return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "content type %q is not JSON", ct)
 		}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		if errors.Is(err, io.EOF) {
-			return &apiError{status: http.StatusBadRequest, code: CodeMalformedJSON, message: "request body is empty", cause: errEmptyBody}
-		}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		return err // *http.MaxBytesError becomes 413; a cut connection, 500
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &apiError{status: http.StatusBadRequest, code: CodeMalformedJSON, message: "request body is empty", cause: errEmptyBody}
+	}
+	if err := checkStrictJSON(body); err != nil {
 		return &apiError{status: http.StatusBadRequest, code: CodeMalformedJSON, message: "malformed JSON: " + err.Error(), cause: err}
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return errorf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON: unexpected data after the JSON value")
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &apiError{status: http.StatusBadRequest, code: CodeMalformedJSON, message: "malformed JSON: " + err.Error(), cause: err}
 	}
 	return nil
 }

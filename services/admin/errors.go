@@ -29,6 +29,7 @@ const (
 	CodeUnprocessable      = "unprocessable"
 	CodeInternal           = "internal"
 	CodeServiceUnavailable = "unavailable"
+	CodeRateLimited        = "rate_limited"
 )
 
 // apiError is an error with the HTTP status and code it maps to.

@@ -4,7 +4,7 @@
 //
 // Environment (flags of the same meaning override):
 //
-//	EVICT_NATS_URL     NATS of evictd; default nats://127.0.0.1:4322
+//	EVICT_NATS_URL     NATS of evictd; default nats://guard:<password in ./evict-data/nats-guard-password>@127.0.0.1:4322
 //	EVICT_API_URL      evictd's admin API; default http://127.0.0.1:7420
 //	EVICT_ADMIN_TOKEN  bearer token for the admin API; default: read from ./evict-data/admin-token
 //	EVICT_DEMO_ADDR    listen address; default 127.0.0.1:7421
@@ -49,7 +49,7 @@ func env(name, def string) string {
 }
 
 func run() error {
-	natsURL := flag.String("nats", env("EVICT_NATS_URL", "nats://"+evictd.DefaultNATSListen), "NATS URL of evictd")
+	natsURL := flag.String("nats", os.Getenv("EVICT_NATS_URL"), "NATS URL of evictd (default: its embedded server, as user guard with the password in ./evict-data/nats-guard-password)")
 	apiURL := flag.String("api", env("EVICT_API_URL", "http://"+evictd.DefaultHTTPAddr), "evictd admin API URL")
 	token := flag.String("token", os.Getenv("EVICT_ADMIN_TOKEN"), "admin API bearer token (default: ./evict-data/admin-token)")
 	addr := flag.String("addr", env("EVICT_DEMO_ADDR", "127.0.0.1:7421"), "listen address")
@@ -60,6 +60,13 @@ func run() error {
 			return fmt.Errorf("no EVICT_ADMIN_TOKEN and no token file: %w", err)
 		}
 		*token = strings.TrimSpace(string(b))
+	}
+	if *natsURL == "" {
+		b, err := os.ReadFile(filepath.Join(evictd.DefaultDataDir, "nats-guard-password"))
+		if err != nil {
+			return fmt.Errorf("no EVICT_NATS_URL and no guard password file: %w", err)
+		}
+		*natsURL = "nats://guard:" + strings.TrimSpace(string(b)) + "@" + evictd.DefaultNATSListen
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

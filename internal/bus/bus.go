@@ -24,7 +24,40 @@ type EmbeddedConfig struct {
 	StoreDir string
 	// Name is the server name; default "evictd".
 	Name string
+	// EvictdPassword and GuardPassword, when set, make the server require
+	// them: user "evictd" (evict's own services) and user "guard" (session
+	// holders), with the permissions of deploy/nats/accounts.conf.
+	EvictdPassword, GuardPassword string
 }
+
+// Users of the embedded server.
+const (
+	EvictdUser = "evictd"
+	GuardUser  = "guard"
+)
+
+// Permissions the embedded server gives its users; deploy/nats/accounts.conf
+// carries the same for an external NATS.
+var (
+	// EvictdPermissions: publish revocations and history, manage the
+	// streams, answer guards' session requests; hear guards' reports.
+	EvictdPermissions = &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{"evict.state.>", "evict.events.>", "$JS.API.>", "$JS.ACK.>", "_INBOX.>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "evict.report.>", "evict.rpc.sessions.>"}},
+	}
+	// GuardPermissions: read EVICT_STATE through ordered consumers, report,
+	// register sessions; never publish state or history.
+	GuardPermissions = &server.Permissions{
+		Publish: &server.SubjectPermission{
+			Allow: []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.EVICT_STATE",
+				"$JS.API.CONSUMER.CREATE.EVICT_STATE.>", "$JS.API.CONSUMER.INFO.EVICT_STATE.>",
+				"$JS.API.CONSUMER.DELETE.EVICT_STATE.>", "$JS.API.CONSUMER.MSG.NEXT.EVICT_STATE.>",
+				"evict.report.>", "evict.rpc.sessions.>"},
+			Deny: []string{"evict.state.>", "evict.events.>"},
+		},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+	}
+)
 
 // StartEmbedded starts a NATS server with JetStream and waits until it accepts
 // connections. Call Shutdown and WaitForShutdown on the result to stop it.
@@ -44,7 +77,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	if name == "" {
 		name = "evictd"
 	}
-	ns, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: name,
 		Host:       host,
 		Port:       port,
@@ -53,7 +86,14 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		NoSigs:     true,
 		// Revocation batches are published asynchronously in large bursts.
 		MaxPayload: 1 << 20,
-	})
+	}
+	if cfg.EvictdPassword != "" && cfg.GuardPassword != "" {
+		opts.Users = []*server.User{
+			{Username: EvictdUser, Password: cfg.EvictdPassword, Permissions: EvictdPermissions},
+			{Username: GuardUser, Password: cfg.GuardPassword, Permissions: GuardPermissions},
+		}
+	}
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("bus: embedded server: %w", err)
 	}

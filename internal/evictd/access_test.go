@@ -2,12 +2,17 @@ package evictd_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/keys"
@@ -182,5 +187,47 @@ func TestRateLimitPerCredential(t *testing.T) {
 	}
 	if code := get(token).StatusCode; code == http.StatusTooManyRequests {
 		t.Error("another credential was limited too")
+	}
+}
+
+// TestEmbeddedNATSGuardCredential: evictd's embedded NATS, as shipped,
+// requires credentials; the guard credential it hands to session holders
+// reads the state and reports, but cannot publish a revocation or history,
+// nor touch the streams.
+func TestEmbeddedNATSGuardCredential(t *testing.T) {
+	b := setup(t, 1) // the guard itself runs on the guard credential
+	if _, err := nats.Connect(strings.Replace(b.d.NATSURL, "guard:", "guard:wrong", 1)); err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+	if u, _ := url.Parse(b.d.NATSURL); u.User == nil || u.User.Username() != "guard" {
+		t.Fatalf("holders' URL %s does not carry the guard user", evictd.RedactURL(b.d.NATSURL))
+	}
+	violations := make(chan error, 10)
+	nc, err := nats.Connect(b.d.NATSURL, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	for _, subject := range []string{"evict.state.acme.user.mallory", "evict.state.acme.tenant", "evict.events.acme.member.removed", "evict.state.heartbeat"} {
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond) // a refused publish is never acknowledged
+		if _, err := js.Publish(pctx, subject, []byte(`{}`)); err == nil {
+			t.Errorf("guard credential published to %s", subject)
+		}
+		cancel()
+		select {
+		case err := <-violations:
+			if !errors.Is(err, nats.ErrPermissionViolation) {
+				t.Errorf("%s: %v, want a permissions violation", subject, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: no permissions violation reported", subject)
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if err := js.DeleteStream(dctx, "EVICT_STATE"); err == nil {
+		t.Error("guard credential deleted the state stream")
 	}
 }

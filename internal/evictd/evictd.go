@@ -39,8 +39,15 @@ import (
 type Daemon struct {
 	// HTTPAddr is the address the admin API listens on.
 	HTTPAddr string
-	// NATSURL is the NATS URL clients use (the embedded server's, or EVICT_NATS_URL).
+	// NATSURL is the NATS URL session holders (guards) use: the embedded
+	// server's with the guard user's credentials, or EVICT_NATS_URL.
 	NATSURL string
+	// ServiceNATSURL is the NATS URL of evict's own services (evict-push,
+	// tools): the embedded server's with the evictd user, or EVICT_NATS_URL.
+	ServiceNATSURL string
+	// GuardPasswordFile holds the embedded server's guard password ("" with
+	// an external NATS).
+	GuardPasswordFile string
 	// AdminToken is the bootstrap bearer token.
 	AdminToken string
 	// TokenFile is where a generated token is stored ("" when it came from the environment).
@@ -83,23 +90,38 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 
-	d.NATSURL = cfg.NATSURL
+	d.NATSURL, d.ServiceNATSURL = cfg.NATSURL, cfg.NATSURL
 	if d.NATSURL == "" {
+		// The embedded server requires credentials: evict's services and
+		// session holders get different permissions (a guard may never
+		// publish a revocation).
+		evictdPW, err := d.secret(cfg.DataDir, "nats-evictd-password", "")
+		if err != nil {
+			return nil, err
+		}
+		guardPW, err := d.secret(cfg.DataDir, "nats-guard-password", os.Getenv("EVICT_NATS_GUARD_PASSWORD"))
+		if err != nil {
+			return nil, err
+		}
+		d.GuardPasswordFile = filepath.Join(cfg.DataDir, "nats-guard-password")
 		if d.ns, err = bus.StartEmbedded(bus.EmbeddedConfig{
-			Listen:   cfg.NATSListen,
-			StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
-			Name:     "evictd",
+			Listen:         cfg.NATSListen,
+			StoreDir:       filepath.Join(cfg.DataDir, "jetstream"),
+			Name:           "evictd",
+			EvictdPassword: evictdPW,
+			GuardPassword:  guardPW,
 		}); err != nil {
 			return nil, err
 		}
-		d.NATSURL = d.ns.ClientURL()
+		d.NATSURL = withUser(d.ns.ClientURL(), bus.GuardUser, guardPW)
+		d.ServiceNATSURL = withUser(d.ns.ClientURL(), bus.EvictdUser, evictdPW)
 	}
-	d.nc, err = nats.Connect(d.NATSURL, nats.Name("evictd"), nats.MaxReconnects(-1),
+	d.nc, err = nats.Connect(d.ServiceNATSURL, nats.Name("evictd"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }))
 	if err != nil {
-		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", RedactURL(d.NATSURL), err)
+		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", RedactURL(d.ServiceNATSURL), err)
 	}
 	js, err := jetstream.New(d.nc, jetstream.WithPublishAsyncMaxPending(max(4*cfg.RelayBatch, 4096)))
 	if err != nil {
@@ -261,6 +283,39 @@ func RedactURL(urls string) string {
 		}
 	}
 	return strings.Join(parts, ",")
+}
+
+// withUser puts credentials into a nats:// URL.
+func withUser(raw, user, password string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.User = url.UserPassword(user, password)
+	return u.String()
+}
+
+// secret returns value, or the secret stored in the data dir under name,
+// or a new one stored there (mode 0600).
+func (d *Daemon) secret(dir, name, value string) (string, error) {
+	if value != "" {
+		return value, nil
+	}
+	path := filepath.Join(dir, name)
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("evictd: read %s: %w", path, err)
+	}
+	buf := make([]byte, 24)
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("evictd: generate %s: %w", name, err)
+	}
+	s := base64.RawURLEncoding.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("evictd: store %s: %w", name, err)
+	}
+	return s, nil
 }
 
 // loadToken takes the token from the configuration, or from the data dir,

@@ -38,7 +38,7 @@ func takeSnapshot(t *testing.T, b *bundle) snapshot {
 		}
 		s.rows[table] = n
 	}
-	nc, err := nats.Connect(b.d.NATSURL)
+	nc, err := nats.Connect(b.d.ServiceNATSURL) // stream inspection is beyond a guard's permissions
 	if err != nil {
 		t.Fatal(err)
 	}

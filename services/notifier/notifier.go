@@ -228,14 +228,19 @@ type delivery struct {
 	attempts                   int
 }
 
+// claimBatch is how many deliveries a worker claims at once: one claim
+// round trip then serves that many pushes. Claimed but unsent deliveries of
+// a dying replica are simply sent by another after the lease.
+const claimBatch = 16
+
 // work claims due deliveries and sends them until ctx ends.
 func (n *Notifier) work(ctx context.Context) {
 	for ctx.Err() == nil {
-		d, ok, err := n.claim(ctx)
+		batch, err := n.claim(ctx)
 		if err != nil && ctx.Err() == nil {
-			n.log.Warn("claim delivery", "err", err)
+			n.log.Warn("claim deliveries", "err", err)
 		}
-		if !ok {
+		if len(batch) == 0 {
 			select {
 			case <-ctx.Done():
 			case <-n.wake:
@@ -248,37 +253,56 @@ func (n *Notifier) work(ctx context.Context) {
 			}
 			continue
 		}
-		n.send(ctx, d)
+		for _, d := range batch {
+			// Each outcome is recorded as soon as it is known: a push the
+			// provider accepted but that a dying replica never recorded is
+			// sent again, so that window stays one push per worker.
+			if o, ok := n.send(ctx, d); ok {
+				n.finish(ctx, []outcome{o})
+			}
+		}
 	}
 }
 
-// claim takes one due delivery: pending and due, or sending with an expired
-// lease (its replica died).
-func (n *Notifier) claim(ctx context.Context) (delivery, bool, error) {
-	var d delivery
-	err := n.cfg.Pool.QueryRow(ctx, `UPDATE push_deliveries p SET status = 'sending', attempts = p.attempts + 1,
+// claim takes up to claimBatch due deliveries: pending and due, or sending
+// with an expired lease (their replica died).
+func (n *Notifier) claim(ctx context.Context) ([]delivery, error) {
+	rows, err := n.cfg.Pool.Query(ctx, `UPDATE push_deliveries p SET status = 'sending', attempts = p.attempts + 1,
 			claimed_until = clock_timestamp() + $1::interval, claimed_by = $2
 		FROM (SELECT event_id, provider, token FROM push_deliveries
 			WHERE (status = 'pending' AND next_attempt_at <= clock_timestamp())
 			   OR (status = 'sending' AND claimed_until < clock_timestamp())
-			ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) c
+			ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) c
 		WHERE p.event_id = c.event_id AND p.provider = c.provider AND p.token = c.token
 		RETURNING p.event_id, p.provider, p.token, coalesce(p.topic, ''), p.tenant_id, p.user_id, p.session_id,
 			p.operation_id, p.event_time, p.attempts`,
-		fmt.Sprintf("%d milliseconds", n.cfg.Lease.Milliseconds()), n.cfg.Instance).Scan(
-		&d.eventID, &d.providerName, &d.token, &d.topic, &d.tenant, &d.user, &d.session, &d.operation, &d.eventTime, &d.attempts)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return d, false, nil
+		fmt.Sprintf("%d milliseconds", n.cfg.Lease.Milliseconds()), n.cfg.Instance, claimBatch)
+	if err != nil {
+		return nil, err
 	}
-	return d, err == nil, err
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (d delivery, err error) {
+		err = row.Scan(&d.eventID, &d.providerName, &d.token, &d.topic, &d.tenant, &d.user, &d.session, &d.operation, &d.eventTime, &d.attempts)
+		return d, err
+	})
 }
 
-// send makes one attempt and records its outcome.
-func (n *Notifier) send(ctx context.Context, d delivery) {
+// outcome is what became of one delivery.
+type outcome struct {
+	d          delivery
+	status     string
+	providerID string
+	lastErr    string
+	retryIn    time.Duration
+}
+
+// send makes one attempt. ok is false when ctx ended first: the lease
+// then hands the delivery to another replica.
+func (n *Notifier) send(ctx context.Context, d delivery) (outcome, bool) {
+	o := outcome{d: d}
 	sender, ok := n.cfg.Senders[d.providerName]
 	if !ok {
-		n.finish(ctx, d, "failed", "", fmt.Sprintf("no %s provider configured", d.providerName), 0)
-		return
+		o.status, o.lastErr = "failed", fmt.Sprintf("no %s provider configured", d.providerName)
+		return o, true
 	}
 	p := provider.Push{Token: d.token, Topic: d.topic, CollapseID: "evict-logout",
 		Tenant: d.tenant, User: d.user, Session: d.session, EventID: d.eventID.String(),
@@ -292,43 +316,62 @@ func (n *Notifier) send(ctx context.Context, d delivery) {
 	switch {
 	case err == nil:
 		n.metrics.latency.WithLabelValues(d.providerName).Observe(time.Since(d.eventTime).Seconds())
-		n.finish(ctx, d, "pushed", res.ProviderID, "", 0)
+		o.status, o.providerID = "pushed", res.ProviderID
 	case ctx.Err() != nil:
-		// Shutting down: the lease hands it to another replica.
+		return o, false
 	case errors.Is(err, provider.ErrTokenInvalid):
-		n.finish(ctx, d, "token_removed", res.ProviderID, err.Error(), 0)
+		o.status, o.providerID, o.lastErr = "token_removed", res.ProviderID, err.Error()
 	case errors.Is(err, provider.ErrRetryable) && d.attempts < n.cfg.MaxAttempts:
 		wait := time.Duration(1<<min(d.attempts, 10)) * time.Second
 		if after, ok := provider.RetryAfter(err); ok && after > wait {
 			wait = after
 		}
 		n.metrics.retries.WithLabelValues(d.providerName).Inc()
-		n.finish(ctx, d, "pending", "", err.Error(), wait)
+		o.status, o.lastErr, o.retryIn = "pending", err.Error(), wait
 	case errors.Is(err, provider.ErrRetryable):
-		n.finish(ctx, d, "dead", "", err.Error(), 0)
+		o.status, o.lastErr = "dead", err.Error()
 	default:
-		n.finish(ctx, d, "failed", "", err.Error(), 0)
+		o.status, o.lastErr = "failed", err.Error()
 	}
+	n.metrics.pushes.WithLabelValues(d.providerName, o.status).Inc()
+	return o, true
 }
 
-// finish records a delivery's outcome; a removed token is cleared from
-// every session that carries it.
-func (n *Notifier) finish(ctx context.Context, d delivery, status, providerID, lastErr string, retryIn time.Duration) {
-	n.metrics.pushes.WithLabelValues(d.providerName, status).Inc()
+// finish records outcomes in one statement (the worker records each push
+// alone, see work); removed tokens are cleared from every session that
+// carries them.
+func (n *Notifier) finish(ctx context.Context, outcomes []outcome) {
+	if len(outcomes) == 0 {
+		return
+	}
+	var ids []uuid.UUID
+	var providers, tokens, statuses, providerIDs, lastErrs, retries, removedProviders, removedTokens []string
+	for _, o := range outcomes {
+		ids = append(ids, o.d.eventID)
+		providers, tokens, statuses = append(providers, o.d.providerName), append(tokens, o.d.token), append(statuses, o.status)
+		providerIDs, lastErrs = append(providerIDs, o.providerID), append(lastErrs, o.lastErr)
+		retries = append(retries, fmt.Sprintf("%d milliseconds", o.retryIn.Milliseconds()))
+		if o.status == "token_removed" {
+			removedProviders, removedTokens = append(removedProviders, o.d.providerName), append(removedTokens, o.d.token)
+		}
+	}
 	err := pgx.BeginFunc(ctx, n.cfg.Pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE push_deliveries SET status = $4, provider_id = nullif($5, ''), last_error = nullif($6, ''),
-				pushed_at = CASE WHEN $4 = 'pushed' THEN clock_timestamp() END,
-				next_attempt_at = clock_timestamp() + $7::interval, claimed_until = NULL
-			WHERE event_id = $1 AND provider = $2 AND token = $3`,
-			d.eventID, d.providerName, d.token, status, providerID, lastErr, fmt.Sprintf("%d milliseconds", retryIn.Milliseconds()))
-		if err != nil || status != "token_removed" {
+		_, err := tx.Exec(ctx, `UPDATE push_deliveries p SET status = o.status, provider_id = nullif(o.pid, ''),
+				last_error = nullif(o.err, ''), pushed_at = CASE WHEN o.status = 'pushed' THEN clock_timestamp() END,
+				next_attempt_at = clock_timestamp() + o.retry::interval, claimed_until = NULL
+			FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+				AS o(event_id, provider, token, status, pid, err, retry)
+			WHERE p.event_id = o.event_id AND p.provider = o.provider AND p.token = o.token`,
+			ids, providers, tokens, statuses, providerIDs, lastErrs, retries)
+		if err != nil || len(removedTokens) == 0 {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE sessions SET push_token = NULL WHERE push_provider = $1 AND push_token = $2`, d.providerName, d.token)
+		_, err = tx.Exec(ctx, `UPDATE sessions s SET push_token = NULL FROM unnest($1::text[], $2::text[]) AS r(provider, token)
+			WHERE s.push_provider = r.provider AND s.push_token = r.token`, removedProviders, removedTokens)
 		return err
 	})
 	if err != nil && ctx.Err() == nil {
-		n.log.Warn("record push outcome", "err", err, "status", status)
+		n.log.Warn("record push outcomes", "err", err, "count", len(outcomes))
 	}
 }
 

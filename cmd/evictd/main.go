@@ -39,7 +39,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "evictd: admin API  http://%s  (OpenAPI at /v1/openapi.json, metrics at /metrics)\n", d.HTTPAddr)
+	fmt.Fprintf(os.Stderr, "evictd: admin API  %s://%s  (OpenAPI at /v1/openapi.json, metrics at /metrics)\n", d.HTTPScheme, d.HTTPAddr)
 	fmt.Fprintf(os.Stderr, "evictd: NATS       %s\n", evictd.RedactURL(d.NATSURL))
 	if d.GuardPasswordFile != "" {
 		fmt.Fprintf(os.Stderr, "evictd: NATS users guard (session holders; password in %s) and evictd (evict's services)\n", d.GuardPasswordFile)

@@ -5,6 +5,7 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -28,6 +29,8 @@ type EmbeddedConfig struct {
 	// them: user "evictd" (evict's own services) and user "guard" (session
 	// holders), with the permissions of deploy/nats/accounts.conf.
 	EvictdPassword, GuardPassword string
+	// TLS, when set, makes the server require TLS from every client.
+	TLS *tls.Config
 }
 
 // Users of the embedded server.
@@ -86,6 +89,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		NoSigs:     true,
 		// Revocation batches are published asynchronously in large bursts.
 		MaxPayload: 1 << 20,
+	}
+	if cfg.TLS != nil {
+		opts.TLSConfig = cfg.TLS
+		opts.TLS = true
+		opts.TLSTimeout = 2
 	}
 	if cfg.EvictdPassword != "" && cfg.GuardPassword != "" {
 		opts.Users = []*server.User{

@@ -34,6 +34,11 @@ type Config struct {
 	// (per second, and at once); zero means the API's defaults (50, 200).
 	RateLimit float64
 	RateBurst int
+	// TLSCertFile and TLSKeyFile, when set, make the admin API serve HTTPS
+	// only; NATSTLSCertFile and NATSTLSKeyFile make the embedded NATS
+	// server require TLS. PEM files.
+	TLSCertFile, TLSKeyFile         string
+	NATSTLSCertFile, NATSTLSKeyFile string
 	// PushSenders are the mobile push providers by name; none disables the
 	// notifier. ConfigFromEnv fills it with PushSendersFromEnv.
 	PushSenders map[string]provider.Sender
@@ -68,6 +73,8 @@ const (
 //	EVICT_GUARD_LIVENESS    a guard silent for longer counts as down (operations go "partial"); default 15s
 //	EVICT_SESSION_RETENTION ended, revoked and expired sessions and the change feed are kept this long; default 720h
 //	EVICT_RATE_LIMIT        requests per second per credential; default 50 (EVICT_RATE_BURST at once: 200)
+//	EVICT_TLS_CERT_FILE, EVICT_TLS_KEY_FILE            serve the admin API over HTTPS only (PEM)
+//	EVICT_NATS_TLS_CERT_FILE, EVICT_NATS_TLS_KEY_FILE  embedded NATS requires TLS (PEM)
 //	EVICT_INSTANCE          name of this replica; default host-pid
 //	EVICT_LOG_LEVEL         debug, info, warn or error; default info
 func ConfigFromEnv() (Config, error) {
@@ -79,6 +86,11 @@ func ConfigFromEnv() (Config, error) {
 		HTTPAddr:    env("EVICT_HTTP_ADDR", DefaultHTTPAddr),
 		AdminToken:  os.Getenv("EVICT_ADMIN_TOKEN"),
 		Instance:    os.Getenv("EVICT_INSTANCE"),
+
+		TLSCertFile:     os.Getenv("EVICT_TLS_CERT_FILE"),
+		TLSKeyFile:      os.Getenv("EVICT_TLS_KEY_FILE"),
+		NATSTLSCertFile: os.Getenv("EVICT_NATS_TLS_CERT_FILE"),
+		NATSTLSKeyFile:  os.Getenv("EVICT_NATS_TLS_KEY_FILE"),
 	}
 	var err error
 	if c.SessionMaxAge, err = time.ParseDuration(env("EVICT_SESSION_MAX_AGE", "720h")); err != nil || c.SessionMaxAge <= 0 {

@@ -6,6 +6,8 @@ package evictd
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -39,6 +41,8 @@ import (
 type Daemon struct {
 	// HTTPAddr is the address the admin API listens on.
 	HTTPAddr string
+	// HTTPScheme is "https" when the admin API serves TLS, else "http".
+	HTTPScheme string
 	// NATSURL is the NATS URL session holders (guards) use: the embedded
 	// server's with the guard user's credentials, or EVICT_NATS_URL.
 	NATSURL string
@@ -54,6 +58,7 @@ type Daemon struct {
 	TokenFile string
 
 	log      *slog.Logger
+	natsOpts []nats.Option
 	pool     *pgxpool.Pool
 	ns       *server.Server
 	nc       *nats.Conn
@@ -71,7 +76,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	d := &Daemon{log: log, done: make(chan struct{})}
+	d := &Daemon{log: log, done: make(chan struct{}), HTTPScheme: "http"}
 	ok := false
 	defer func() {
 		if !ok {
@@ -104,22 +109,34 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 			return nil, err
 		}
 		d.GuardPasswordFile = filepath.Join(cfg.DataDir, "nats-guard-password")
-		if d.ns, err = bus.StartEmbedded(bus.EmbeddedConfig{
+		ec := bus.EmbeddedConfig{
 			Listen:         cfg.NATSListen,
 			StoreDir:       filepath.Join(cfg.DataDir, "jetstream"),
 			Name:           "evictd",
 			EvictdPassword: evictdPW,
 			GuardPassword:  guardPW,
-		}); err != nil {
+		}
+		var natsOpts []nats.Option
+		if cfg.NATSTLSCertFile != "" || cfg.NATSTLSKeyFile != "" {
+			if ec.TLS, err = loadTLS("EVICT_NATS_TLS_CERT_FILE", cfg.NATSTLSCertFile, "EVICT_NATS_TLS_KEY_FILE", cfg.NATSTLSKeyFile); err != nil {
+				return nil, err
+			}
+			// evictd's own connection trusts the server's certificate.
+			roots := x509.NewCertPool()
+			roots.AddCert(ec.TLS.Certificates[0].Leaf)
+			natsOpts = append(natsOpts, nats.Secure(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}))
+		}
+		if d.ns, err = bus.StartEmbedded(ec); err != nil {
 			return nil, err
 		}
+		d.natsOpts = natsOpts
 		d.NATSURL = withUser(d.ns.ClientURL(), bus.GuardUser, guardPW)
 		d.ServiceNATSURL = withUser(d.ns.ClientURL(), bus.EvictdUser, evictdPW)
 	}
-	d.nc, err = nats.Connect(d.ServiceNATSURL, nats.Name("evictd"), nats.MaxReconnects(-1),
+	d.nc, err = nats.Connect(d.ServiceNATSURL, append(d.natsOpts, nats.Name("evictd"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }))
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }))...)
 	if err != nil {
 		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", RedactURL(d.ServiceNATSURL), err)
 	}
@@ -164,6 +181,15 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("evictd: listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+		tc, err := loadTLS("EVICT_TLS_CERT_FILE", cfg.TLSCertFile, "EVICT_TLS_KEY_FILE", cfg.TLSKeyFile)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		ln = tls.NewListener(ln, tc)
+		d.HTTPScheme = "https"
 	}
 	d.HTTPAddr = ln.Addr().String()
 	d.http = &http.Server{
@@ -283,6 +309,27 @@ func RedactURL(urls string) string {
 		}
 	}
 	return strings.Join(parts, ",")
+}
+
+// loadTLS reads a certificate and key, naming the variables in its errors
+// so that a bad file is easy to trace.
+func loadTLS(certVar, certFile, keyVar, keyFile string) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, fmt.Errorf("evictd: set both %s and %s", certVar, keyVar)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("evictd: %s=%s, %s=%s: %w", certVar, certFile, keyVar, keyFile, err)
+	}
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("evictd: %s: %w", certVar, err)
+		}
+	}
+	if time.Now().After(cert.Leaf.NotAfter) {
+		return nil, fmt.Errorf("evictd: %s: certificate expired on %s", certVar, cert.Leaf.NotAfter.Format(time.RFC3339))
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // withUser puts credentials into a nats:// URL.

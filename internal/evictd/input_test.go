@@ -120,6 +120,7 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		{"bad operation id", "GET", "/v1/operations/not-a-uuid", "", "", "", 400, "bad_request"},
 		{"unknown operation", "GET", "/v1/operations/0192f7a0-0000-7000-8000-000000000000", "", "", "", 404, "operation_not_found"},
 		{"unknown route", "POST", "/v1/tenants/acme/explode", "", "", "", 404, "not_found"},
+		{"wrong method", "PATCH", "/v1/tenants/acme/logout", "", "", "", 405, "method_not_allowed"},
 		// JSON that encoding/json alone would accept.
 		{"duplicated key", "POST", "/v1/tenants/acme/logout", `{"users":["alice"],"users":[]}`, "", "", 400, "malformed_json"},
 		{"duplicated key in registration", "POST", "/v1/tenants/acme/sessions", `{"session_id":"x1","user_id":"bob","user_id":"alice","client":"web"}`, "", "", 400, "malformed_json"},

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -109,7 +110,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.limits = newLimiter(cfg.RateLimit, cfg.Burst)
 	s.routes()
-	s.handler = s.instrument(s.mux)
+	s.handler = s.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := s.mux.Handler(r); pattern == "" {
+			s.unrouted(w, r)
+			return
+		}
+		s.mux.ServeHTTP(w, r)
+	}))
 	return s, nil
 }
 
@@ -169,9 +176,21 @@ func (s *Server) routes() {
 
 	auth("GET /v1/operations/{id}", permRead, s.getOperation)
 
-	s.mux.Handle("/", s.wrap(func(w http.ResponseWriter, r *http.Request) error {
-		return errorf(http.StatusNotFound, CodeNotFound, "no route for %s %s", r.Method, r.URL.Path)
-	}))
+}
+
+// unrouted answers what the mux matched no route for, in problem+json: 405
+// with Allow when the path exists under other methods, else 404.
+func (s *Server) unrouted(w http.ResponseWriter, r *http.Request) {
+	rec := httptest.NewRecorder()
+	h, _ := s.mux.Handler(r)
+	h.ServeHTTP(rec, r)
+	if rec.Code == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", rec.Header().Get("Allow"))
+		s.writeError(w, r, errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "%s is not allowed on %s; allowed: %s",
+			r.Method, r.URL.Path, rec.Header().Get("Allow")))
+		return
+	}
+	s.writeError(w, r, errorf(http.StatusNotFound, CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
 }
 
 //go:embed openapi.json

@@ -24,6 +24,7 @@ const (
 	CodeMemberNotFound     = "member_not_found"
 	CodeOperationNotFound  = "operation_not_found"
 	CodeNotFound           = "not_found"
+	CodeMethodNotAllowed   = "method_not_allowed"
 	CodeConflict           = "conflict"
 	CodeIdempotencyReused  = "idempotency_key_reused"
 	CodeUnprocessable      = "unprocessable"

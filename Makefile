@@ -31,6 +31,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzParseStateSubject -fuzztime=$(FUZZTIME) ./events/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeRevocation -fuzztime=$(FUZZTIME) ./events/
 	$(GO) test -run=NONE -fuzz=FuzzCheckStrictJSON -fuzztime=$(FUZZTIME) ./services/admin/
+	$(GO) test -run=NONE -fuzz=FuzzRequestDecoders -fuzztime=$(FUZZTIME) ./services/admin/
 
 ## bench: Go benchmarks: guard check; command → all guards enforce; listing at 1M sessions; pushes
 bench:

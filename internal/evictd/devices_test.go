@@ -32,11 +32,11 @@ func TestTrustedDevices(t *testing.T) {
 	}
 	trust := func(dev string) device {
 		t.Helper()
-		var d device
-		if err := b.api.Do(ctx, http.MethodPost, "/v1/tenants/acme/users/alice/trusted-devices", map[string]string{"device_id": dev, "label": "phone"}, &d); err != nil {
+		d, err := b.api.TrustDevice(ctx, "acme", "alice", dev, "phone")
+		if err != nil {
 			t.Fatal(err)
 		}
-		return d
+		return device{DeviceID: d.DeviceID, TrustedAt: d.TrustedAt, Trusted: d.Trusted}
 	}
 	phone, laptop := trust("phone-1"), trust("laptop-1")
 	sess := b.register(t, "acme", "alice", "alice-s1")
@@ -45,8 +45,7 @@ func TestTrustedDevices(t *testing.T) {
 		t.Fatal("freshly trusted devices are not trusted")
 	}
 
-	var acc client.Accepted
-	if err := b.api.Do(ctx, http.MethodDelete, "/v1/tenants/acme/users/alice/trusted-devices/phone-1", map[string]string{"reason": "lost"}, &acc); err != nil {
+	if _, err := b.api.RevokeDevice(ctx, "acme", "alice", "phone-1", false, "lost"); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, "phone untrusted", func() bool { return !trusted(phone) })
@@ -58,7 +57,7 @@ func TestTrustedDevices(t *testing.T) {
 		t.Errorf("revoking trust without logout ended the session: %v", err)
 	}
 
-	if err := b.api.Do(ctx, http.MethodPost, "/v1/tenants/acme/users/alice/trusted-devices/revoke", map[string]any{"logout": true}, &acc); err != nil {
+	if _, err := b.api.RevokeAllDevices(ctx, "acme", "alice", true, ""); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, "laptop untrusted and session revoked", func() bool {
@@ -70,20 +69,18 @@ func TestTrustedDevices(t *testing.T) {
 	if !trusted(again) {
 		t.Error("a device trusted again after the revocation is not trusted")
 	}
-	var list struct {
-		Devices []device `json:"devices"`
-	}
-	if err := b.api.Do(ctx, http.MethodGet, "/v1/tenants/acme/users/alice/trusted-devices", nil, &list); err != nil {
+	list, err := b.api.TrustedDevices(ctx, "acme", "alice")
+	if err != nil {
 		t.Fatal(err)
 	}
 	states := map[string]bool{}
-	for _, d := range list.Devices {
+	for _, d := range list {
 		states[d.DeviceID] = d.Trusted
 	}
 	if len(states) != 2 || !states["phone-1"] || states["laptop-1"] {
 		t.Errorf("devices: %v; want phone-1 trusted, laptop-1 not", states)
 	}
-	err := b.api.Do(ctx, http.MethodPost, "/v1/tenants/acme/users/bob/trusted-devices", map[string]string{"device_id": "phone-1"}, nil)
+	_, err = b.api.TrustDevice(ctx, "acme", "bob", "phone-1", "")
 	if !client.IsCode(err, "conflict") {
 		t.Errorf("another user claiming alice's device id: %v, want conflict", err)
 	}

@@ -116,9 +116,8 @@ func TestTenantLogoutPushesEveryDeviceOnce(t *testing.T) {
 		VALUES ('field', 'm1-again', 'tech-1', 'mobile', now() - interval '1 minute', 'apns', 'token-1')`); err != nil {
 		t.Fatal(err)
 	}
-	if err := api.Do(ctx, http.MethodPost, "/v1/tenants/field/sessions", map[string]any{
-		"session_id": "gone", "user_id": "tech-x", "client": "mobile",
-		"push": map[string]string{"provider": "apns", "token": "dead-token"}}, nil); err != nil {
+	if _, err := api.RegisterSession(ctx, "field", client.NewSession{SessionID: "gone", UserID: "tech-x", Client: "mobile",
+		Push: &client.PushTarget{Provider: "apns", Token: "dead-token"}}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -205,16 +205,21 @@ func TestSessionListing(t *testing.T) {
 			}
 		})
 	}
-	// Cursor pagination walks every live session once.
+	// Cursor pagination walks every live session once (through the client).
 	var all []string
-	path := "/v1/tenants/acme/sessions?limit=4"
+	opts := client.ListOptions{Limit: 4}
 	for {
-		p := get(path)
-		all = append(all, ids(p))
+		p, err := b.api.ListSessions(ctx, "acme", "", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range p.Items {
+			all = append(all, it.SessionID)
+		}
 		if p.NextCursor == "" {
 			break
 		}
-		path = "/v1/tenants/acme/sessions?limit=4&cursor=" + p.NextCursor
+		opts.Cursor = p.NextCursor
 	}
 	if strings.Join(all, ",") != "s5,s4,s3,s2,s1,s0" {
 		t.Errorf("pages: %v", all)

@@ -216,6 +216,17 @@ type NewSession struct {
 	Holder    string     `json:"holder,omitempty"`
 	IP        string     `json:"ip,omitempty"`
 	UserAgent string     `json:"user_agent,omitempty"`
+	// Push is where evict pushes the logout (mobile sessions).
+	Push *PushTarget `json:"push,omitempty"`
+}
+
+// PushTarget is a session's push destination: provider "apns", "fcm" or
+// "webhook", the device token, and the app identity (APNs topic or FCM
+// project; empty for evictd's default).
+type PushTarget struct {
+	Provider string `json:"provider"`
+	Token    string `json:"token"`
+	Topic    string `json:"topic,omitempty"`
 }
 
 // Session is a registered session and its status.
@@ -342,4 +353,95 @@ func (c *Client) WaitOperation(ctx context.Context, id string, wait time.Duratio
 	var op Operation
 	err := c.Do(ctx, http.MethodGet, "/v1/operations/"+esc(id)+"?wait="+wait.String(), nil, &op)
 	return op, err
+}
+
+// ListOptions filters and pages a session listing; zero values are unset.
+type ListOptions struct {
+	Prefix string // user id prefix (q)
+	Client string
+	Holder string
+	Group  string
+	Limit  int
+	Cursor string
+}
+
+// SessionPage is one page of live sessions.
+type SessionPage struct {
+	Tenant     string    `json:"tenant"`
+	Items      []Session `json:"items"`
+	Total      int       `json:"total"`
+	TotalExact bool      `json:"total_exact"`
+	NextCursor string    `json:"next_cursor,omitempty"`
+}
+
+func (o ListOptions) query() string {
+	q := url.Values{}
+	for k, v := range map[string]string{"q": o.Prefix, "client": o.Client, "holder": o.Holder, "group": o.Group, "cursor": o.Cursor} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if o.Limit > 0 {
+		q.Set("limit", fmt.Sprint(o.Limit))
+	}
+	if len(q) == 0 {
+		return ""
+	}
+	return "?" + q.Encode()
+}
+
+// ListSessions lists the tenant's live sessions, most recently seen first;
+// with user set, only that user's.
+func (c *Client) ListSessions(ctx context.Context, tenant, user string, o ListOptions) (SessionPage, error) {
+	path := "/v1/tenants/" + esc(tenant) + "/sessions"
+	if user != "" {
+		path = "/v1/tenants/" + esc(tenant) + "/users/" + esc(user) + "/sessions"
+	}
+	var p SessionPage
+	err := c.Do(ctx, http.MethodGet, path+o.query(), nil, &p)
+	return p, err
+}
+
+// TrustedDevice is a device that may skip the second factor.
+type TrustedDevice struct {
+	DeviceID  string     `json:"device_id"`
+	Label     string     `json:"label,omitempty"`
+	TrustedAt time.Time  `json:"trusted_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	Trusted   bool       `json:"trusted"`
+}
+
+// TrustDevice records that user chose "remember this device". Pass the
+// answer's TrustedAt to guard.DeviceTrusted.
+func (c *Client) TrustDevice(ctx context.Context, tenant, user, device, label string) (TrustedDevice, error) {
+	var d TrustedDevice
+	err := c.Do(ctx, http.MethodPost, "/v1/tenants/"+esc(tenant)+"/users/"+esc(user)+"/trusted-devices",
+		map[string]string{"device_id": device, "label": label}, &d)
+	return d, err
+}
+
+// TrustedDevices lists the user's devices, trusted or not.
+func (c *Client) TrustedDevices(ctx context.Context, tenant, user string) ([]TrustedDevice, error) {
+	var out struct {
+		Devices []TrustedDevice `json:"devices"`
+	}
+	err := c.Do(ctx, http.MethodGet, "/v1/tenants/"+esc(tenant)+"/users/"+esc(user)+"/trusted-devices", nil, &out)
+	return out.Devices, err
+}
+
+// RevokeDevice withdraws one device's trust; logout also ends its sessions.
+func (c *Client) RevokeDevice(ctx context.Context, tenant, user, device string, logout bool, why string, opts ...CallOption) (Accepted, error) {
+	var a Accepted
+	err := c.Do(ctx, http.MethodDelete, "/v1/tenants/"+esc(tenant)+"/users/"+esc(user)+"/trusted-devices/"+esc(device),
+		map[string]any{"logout": logout, "reason": why}, &a, opts...)
+	return a, err
+}
+
+// RevokeAllDevices withdraws the trust of every device of the user; logout
+// also ends all the user's sessions.
+func (c *Client) RevokeAllDevices(ctx context.Context, tenant, user string, logout bool, why string, opts ...CallOption) (Accepted, error) {
+	var a Accepted
+	err := c.Do(ctx, http.MethodPost, "/v1/tenants/"+esc(tenant)+"/users/"+esc(user)+"/trusted-devices/revoke",
+		map[string]any{"logout": logout, "reason": why}, &a, opts...)
+	return a, err
 }

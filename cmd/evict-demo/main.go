@@ -41,18 +41,11 @@ func main() {
 	}
 }
 
-func env(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
 func run() error {
 	natsURL := flag.String("nats", os.Getenv("EVICT_NATS_URL"), "NATS URL of evictd (default: its embedded server, as user guard with the password in ./evict-data/nats-guard-password)")
-	apiURL := flag.String("api", env("EVICT_API_URL", "http://"+evictd.DefaultHTTPAddr), "evictd admin API URL")
+	apiURL := flag.String("api", evictd.Env("EVICT_API_URL", "http://"+evictd.DefaultHTTPAddr), "evictd admin API URL")
 	token := flag.String("token", os.Getenv("EVICT_ADMIN_TOKEN"), "admin API bearer token (default: ./evict-data/admin-token)")
-	addr := flag.String("addr", env("EVICT_DEMO_ADDR", "127.0.0.1:7421"), "listen address")
+	addr := flag.String("addr", evictd.Env("EVICT_DEMO_ADDR", "127.0.0.1:7421"), "listen address")
 	flag.Parse()
 	if *token == "" {
 		b, err := os.ReadFile(filepath.Join(evictd.DefaultDataDir, "admin-token"))

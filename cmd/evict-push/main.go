@@ -44,24 +44,17 @@ func main() {
 	}
 }
 
-func env(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
 func run() error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	natsURL := os.Getenv("EVICT_NATS_URL")
 	if natsURL == "" {
 		return errors.New("EVICT_NATS_URL is required: the NATS server or cluster evictd uses")
 	}
-	workers, err := strconv.Atoi(env("EVICT_PUSH_WORKERS", "32"))
+	workers, err := strconv.Atoi(evictd.Env("EVICT_PUSH_WORKERS", "32"))
 	if err != nil || workers < 1 {
 		return fmt.Errorf("EVICT_PUSH_WORKERS: want a positive number, got %q", os.Getenv("EVICT_PUSH_WORKERS"))
 	}
-	lease, err := time.ParseDuration(env("EVICT_PUSH_LEASE", "30s"))
+	lease, err := time.ParseDuration(evictd.Env("EVICT_PUSH_LEASE", "30s"))
 	if err != nil || lease <= 0 {
 		return fmt.Errorf("EVICT_PUSH_LEASE: want a positive duration, got %q", os.Getenv("EVICT_PUSH_LEASE"))
 	}
@@ -75,7 +68,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	pool, err := db.Open(ctx, env("DATABASE_URL", db.DefaultURL))
+	pool, err := db.Open(ctx, evictd.Env("DATABASE_URL", db.DefaultURL))
 	if err != nil {
 		return err
 	}
@@ -95,7 +88,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", env("EVICT_HTTP_ADDR", "127.0.0.1:7422"))
+	ln, err := net.Listen("tcp", evictd.Env("EVICT_HTTP_ADDR", "127.0.0.1:7422"))
 	if err != nil {
 		return err
 	}

@@ -79,11 +79,11 @@ const (
 //	EVICT_LOG_LEVEL         debug, info, warn or error; default info
 func ConfigFromEnv() (Config, error) {
 	c := Config{
-		DataDir:     env("EVICT_DATA_DIR", DefaultDataDir),
-		NATSListen:  env("EVICT_NATS_LISTEN", DefaultNATSListen),
+		DataDir:     Env("EVICT_DATA_DIR", DefaultDataDir),
+		NATSListen:  Env("EVICT_NATS_LISTEN", DefaultNATSListen),
 		NATSURL:     os.Getenv("EVICT_NATS_URL"),
-		DatabaseURL: env("DATABASE_URL", db.DefaultURL),
-		HTTPAddr:    env("EVICT_HTTP_ADDR", DefaultHTTPAddr),
+		DatabaseURL: Env("DATABASE_URL", db.DefaultURL),
+		HTTPAddr:    Env("EVICT_HTTP_ADDR", DefaultHTTPAddr),
 		AdminToken:  os.Getenv("EVICT_ADMIN_TOKEN"),
 		Instance:    os.Getenv("EVICT_INSTANCE"),
 
@@ -93,32 +93,32 @@ func ConfigFromEnv() (Config, error) {
 		NATSTLSKeyFile:  os.Getenv("EVICT_NATS_TLS_KEY_FILE"),
 	}
 	var err error
-	if c.SessionMaxAge, err = time.ParseDuration(env("EVICT_SESSION_MAX_AGE", "720h")); err != nil || c.SessionMaxAge <= 0 {
+	if c.SessionMaxAge, err = time.ParseDuration(Env("EVICT_SESSION_MAX_AGE", "720h")); err != nil || c.SessionMaxAge <= 0 {
 		return c, fmt.Errorf("EVICT_SESSION_MAX_AGE: want a positive duration such as 720h, got %q", os.Getenv("EVICT_SESSION_MAX_AGE"))
 	}
-	if c.Replicas, err = strconv.Atoi(env("EVICT_STREAM_REPLICAS", "1")); err != nil || c.Replicas < 1 || c.Replicas > 5 {
+	if c.Replicas, err = strconv.Atoi(Env("EVICT_STREAM_REPLICAS", "1")); err != nil || c.Replicas < 1 || c.Replicas > 5 {
 		return c, fmt.Errorf("EVICT_STREAM_REPLICAS: want 1 to 5, got %q", os.Getenv("EVICT_STREAM_REPLICAS"))
 	}
-	if c.RelayBatch, err = strconv.Atoi(env("EVICT_RELAY_BATCH_SIZE", "1000")); err != nil || c.RelayBatch < 1 {
+	if c.RelayBatch, err = strconv.Atoi(Env("EVICT_RELAY_BATCH_SIZE", "1000")); err != nil || c.RelayBatch < 1 {
 		return c, fmt.Errorf("EVICT_RELAY_BATCH_SIZE: want a positive number, got %q", os.Getenv("EVICT_RELAY_BATCH_SIZE"))
 	}
-	if c.HeartbeatInterval, err = time.ParseDuration(env("EVICT_HEARTBEAT_INTERVAL", "1s")); err != nil || c.HeartbeatInterval <= 0 {
+	if c.HeartbeatInterval, err = time.ParseDuration(Env("EVICT_HEARTBEAT_INTERVAL", "1s")); err != nil || c.HeartbeatInterval <= 0 {
 		return c, fmt.Errorf("EVICT_HEARTBEAT_INTERVAL: want a positive duration such as 1s, got %q", os.Getenv("EVICT_HEARTBEAT_INTERVAL"))
 	}
-	if c.GuardLiveness, err = time.ParseDuration(env("EVICT_GUARD_LIVENESS", "15s")); err != nil || c.GuardLiveness <= 0 {
+	if c.GuardLiveness, err = time.ParseDuration(Env("EVICT_GUARD_LIVENESS", "15s")); err != nil || c.GuardLiveness <= 0 {
 		return c, fmt.Errorf("EVICT_GUARD_LIVENESS: want a positive duration such as 15s, got %q", os.Getenv("EVICT_GUARD_LIVENESS"))
 	}
-	if c.Retention, err = time.ParseDuration(env("EVICT_SESSION_RETENTION", "720h")); err != nil || c.Retention <= 0 {
+	if c.Retention, err = time.ParseDuration(Env("EVICT_SESSION_RETENTION", "720h")); err != nil || c.Retention <= 0 {
 		return c, fmt.Errorf("EVICT_SESSION_RETENTION: want a positive duration such as 720h, got %q", os.Getenv("EVICT_SESSION_RETENTION"))
 	}
-	if c.RateLimit, err = strconv.ParseFloat(env("EVICT_RATE_LIMIT", "50"), 64); err != nil || c.RateLimit <= 0 {
+	if c.RateLimit, err = strconv.ParseFloat(Env("EVICT_RATE_LIMIT", "50"), 64); err != nil || c.RateLimit <= 0 {
 		return c, fmt.Errorf("EVICT_RATE_LIMIT: want a positive number, got %q", os.Getenv("EVICT_RATE_LIMIT"))
 	}
-	if c.RateBurst, err = strconv.Atoi(env("EVICT_RATE_BURST", "200")); err != nil || c.RateBurst < 1 {
+	if c.RateBurst, err = strconv.Atoi(Env("EVICT_RATE_BURST", "200")); err != nil || c.RateBurst < 1 {
 		return c, fmt.Errorf("EVICT_RATE_BURST: want a positive number, got %q", os.Getenv("EVICT_RATE_BURST"))
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(env("EVICT_LOG_LEVEL", "info"))); err != nil {
+	if err := level.UnmarshalText([]byte(Env("EVICT_LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("EVICT_LOG_LEVEL: %w", err)
 	}
 	c.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
@@ -128,7 +128,9 @@ func ConfigFromEnv() (Config, error) {
 	return c, nil
 }
 
-func env(name, def string) string {
+// Env returns the environment variable name, or def when it is unset or
+// empty. The commands use it too, so that every default reads the same way.
+func Env(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
 	}

@@ -70,27 +70,16 @@ func (p *pushTarget) check() error {
 
 // sessionView is a registered session as the API shows it.
 type sessionView struct {
-	Tenant          string     `json:"tenant"`
-	SessionID       string     `json:"session_id"`
-	UserID          string     `json:"user_id"`
-	Client          string     `json:"client"`
-	IssuedAt        time.Time  `json:"issued_at"`
+	Tenant string `json:"tenant"`
+	// sessionItem is what a listing shows of a live session.
+	sessionItem
 	RegisteredAt    time.Time  `json:"registered_at"`
-	ExpiresAt       *time.Time `json:"expires_at,omitempty"`
 	Status          string     `json:"status"`
 	EndedAt         *time.Time `json:"ended_at,omitempty"`
 	RevokedAt       *time.Time `json:"revoked_at,omitempty"`
 	RevokeCause     *string    `json:"revoke_cause,omitempty"`
 	RevokeReason    *string    `json:"revoke_reason,omitempty"`
 	RevokeOperation *string    `json:"revoke_operation,omitempty"`
-	Holder          *string    `json:"holder,omitempty"`
-	DeviceID        *string    `json:"device_id,omitempty"`
-	Platform        *string    `json:"platform,omitempty"`
-	AppVersion      *string    `json:"app_version,omitempty"`
-	IP              *string    `json:"ip,omitempty"`
-	UserAgent       *string    `json:"user_agent,omitempty"`
-	TrustedDevice   bool       `json:"trusted_device"`
-	LastSeenAt      time.Time  `json:"last_seen_at"`
 	PushProvider    *string    `json:"push_provider,omitempty"`
 	Termination     *string    `json:"termination,omitempty"`
 	TerminatedAt    *time.Time `json:"terminated_at,omitempty"`
@@ -253,7 +242,7 @@ type rowQuerier interface {
 // revoked by its own revocation, by its user's watermark or by its tenant's,
 // whichever applies; ended and expired come after revoked.
 func loadSession(ctx context.Context, q rowQuerier, tenant, session string) (sessionView, error) {
-	v := sessionView{Tenant: tenant, SessionID: session}
+	v := sessionView{Tenant: tenant, sessionItem: sessionItem{SessionID: session}}
 	var tenantNB, userNB *time.Time
 	var tenantOp, userOp, tenantCause, userCause, tenantReason, userReason *string
 	err := q.QueryRow(ctx, `SELECT s.user_id, s.client, s.issued_at, s.registered_at, s.expires_at, s.ended_at,

@@ -258,7 +258,7 @@ func (n *Notifier) work(ctx context.Context) {
 			// provider accepted but that a dying replica never recorded is
 			// sent again, so that window stays one push per worker.
 			if o, ok := n.send(ctx, d); ok {
-				n.finish(ctx, []outcome{o})
+				n.finish(ctx, o)
 			}
 		}
 	}
@@ -337,41 +337,24 @@ func (n *Notifier) send(ctx context.Context, d delivery) (outcome, bool) {
 	return o, true
 }
 
-// finish records outcomes in one statement (the worker records each push
-// alone, see work); removed tokens are cleared from every session that
-// carries them.
-func (n *Notifier) finish(ctx context.Context, outcomes []outcome) {
-	if len(outcomes) == 0 {
-		return
-	}
-	var ids []uuid.UUID
-	var providers, tokens, statuses, providerIDs, lastErrs, retries, removedProviders, removedTokens []string
-	for _, o := range outcomes {
-		ids = append(ids, o.d.eventID)
-		providers, tokens, statuses = append(providers, o.d.providerName), append(tokens, o.d.token), append(statuses, o.status)
-		providerIDs, lastErrs = append(providerIDs, o.providerID), append(lastErrs, o.lastErr)
-		retries = append(retries, fmt.Sprintf("%d milliseconds", o.retryIn.Milliseconds()))
-		if o.status == "token_removed" {
-			removedProviders, removedTokens = append(removedProviders, o.d.providerName), append(removedTokens, o.d.token)
-		}
-	}
+// finish records a delivery's outcome; a removed token is cleared from
+// every session that carries it.
+func (n *Notifier) finish(ctx context.Context, o outcome) {
 	err := pgx.BeginFunc(ctx, n.cfg.Pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE push_deliveries p SET status = o.status, provider_id = nullif(o.pid, ''),
-				last_error = nullif(o.err, ''), pushed_at = CASE WHEN o.status = 'pushed' THEN clock_timestamp() END,
-				next_attempt_at = clock_timestamp() + o.retry::interval, claimed_until = NULL
-			FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-				AS o(event_id, provider, token, status, pid, err, retry)
-			WHERE p.event_id = o.event_id AND p.provider = o.provider AND p.token = o.token`,
-			ids, providers, tokens, statuses, providerIDs, lastErrs, retries)
-		if err != nil || len(removedTokens) == 0 {
+		_, err := tx.Exec(ctx, `UPDATE push_deliveries SET status = $4, provider_id = nullif($5, ''), last_error = nullif($6, ''),
+				pushed_at = CASE WHEN $4 = 'pushed' THEN clock_timestamp() END,
+				next_attempt_at = clock_timestamp() + $7::interval, claimed_until = NULL
+			WHERE event_id = $1 AND provider = $2 AND token = $3`,
+			o.d.eventID, o.d.providerName, o.d.token, o.status, o.providerID, o.lastErr,
+			fmt.Sprintf("%d milliseconds", o.retryIn.Milliseconds()))
+		if err != nil || o.status != "token_removed" {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE sessions s SET push_token = NULL FROM unnest($1::text[], $2::text[]) AS r(provider, token)
-			WHERE s.push_provider = r.provider AND s.push_token = r.token`, removedProviders, removedTokens)
+		_, err = tx.Exec(ctx, `UPDATE sessions SET push_token = NULL WHERE push_provider = $1 AND push_token = $2`, o.d.providerName, o.d.token)
 		return err
 	})
 	if err != nil && ctx.Err() == nil {
-		n.log.Warn("record push outcomes", "err", err, "count", len(outcomes))
+		n.log.Warn("record push outcome", "err", err, "status", o.status)
 	}
 }
 

@@ -72,10 +72,7 @@ type Registry struct {
 
 	// backoff spaces out the completion checks of each incomplete
 	// operation; only Run's goroutine uses it.
-	backoff map[[16]byte]struct {
-		wait time.Duration
-		next time.Time
-	}
+	backoff map[[16]byte]backoff
 
 	reports    *prometheus.CounterVec
 	completion prometheus.Histogram
@@ -107,10 +104,7 @@ func New(cfg Config) (*Registry, error) {
 	}
 	r := &Registry{cfg: cfg, log: log.With("component", "registry"), applied: map[string]events.GuardApplied{},
 		seen: map[string]time.Time{}, changed: make(chan struct{}), seenNow: map[events.SeenSession]struct{}{},
-		backoff: map[[16]byte]struct {
-			wait time.Duration
-			next time.Time
-		}{},
+		backoff: map[[16]byte]backoff{},
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "evict_guard_reports_total", Help: "Reports received from guards, by kind (applied, session)."}, []string{"kind"}),
 		completion: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -139,6 +133,12 @@ func (r *Registry) liveCount() float64 {
 		}
 	}
 	return float64(n)
+}
+
+// backoff is when an incomplete operation is next looked at.
+type backoff struct {
+	wait time.Duration
+	next time.Time
 }
 
 // Liveness is the configured liveness window.

@@ -668,8 +668,10 @@ func TestDefaultClientUsesSystemRoots(t *testing.T) {
 	}
 	t.Parallel()
 	b := setup(t)
-	// The fake checks iat against its own clock; the child uses time.Now.
-	b.clock.Advance(time.Since(b.clock.Now()))
+	// The fake checks iat against its own clock, frozen, and refuses an iat
+	// in its future; the child signs with time.Now, seconds later under
+	// load. A minute ahead keeps the child's iat in the fake's past.
+	b.clock.Advance(time.Since(b.clock.Now()) + time.Minute)
 	tests := []struct {
 		name     string
 		certFile string

@@ -21,6 +21,9 @@
 //	evict.events.<tenant>.<kind>           history of commands, e.g. member.removed (stream EVICT_EVENTS)
 //	evict.report.<instance>.applied        a guard's applied sequence          (core NATS, see report.go)
 //	evict.report.<instance>.session        a session's graceful termination    (core NATS)
+//	evict.report.<tenant>.<instance>.<kind> the same, from a guard limited to some tenants
+//	evict.rpc.sessions.<tenant>.register   a guard registers a session         (core NATS request)
+//	evict.rpc.sessions.<tenant>.end        a guard ends a session              (core NATS request)
 //
 // EVICT_STATE keeps only the last message per subject and drops messages
 // older than the longest session lifetime, so reading it from the start gives

@@ -57,7 +57,8 @@ func FuzzCheckID(f *testing.F) {
 				"SessionStateSubject": func() (string, error) { return events.SessionStateSubject(id, "s1") },
 				"DeviceStateSubject":  func() (string, error) { return events.DeviceStateSubject("acme", id) },
 				"TrustStateSubject":   func() (string, error) { return events.TrustStateSubject(id, "jane") },
-				"ReportSubject":       func() (string, error) { return events.ReportSubject(id, "applied") },
+				"ReportSubject":       func() (string, error) { return events.ReportSubject("", id, "applied") },
+				"RPCSubject":          func() (string, error) { return events.RPCSubject(id, "end") },
 				"TenantStateFilter":   func() (string, error) { return events.TenantStateFilter(id) },
 				"EventSubject":        func() (string, error) { return events.EventSubject(id, "member.removed") },
 			} {
@@ -91,8 +92,10 @@ func FuzzCheckID(f *testing.F) {
 			{func() (string, error) { return events.SessionStateSubject(id, id) }, 5, events.KindSession, id},
 			{func() (string, error) { return events.DeviceStateSubject(id, id) }, 5, events.KindDevice, id},
 			{func() (string, error) { return events.TrustStateSubject(id, id) }, 5, events.KindTrust, id},
-			{func() (string, error) { return events.ReportSubject(id, "applied") }, 4, "", ""},
-			{func() (string, error) { return events.ReportSubject(id, "session") }, 4, "", ""},
+			{func() (string, error) { return events.ReportSubject("", id, "applied") }, 4, "", ""},
+			{func() (string, error) { return events.ReportSubject("", id, "session") }, 4, "", ""},
+			{func() (string, error) { return events.ReportSubject(id, id, "seen") }, 5, "", ""},
+			{func() (string, error) { return events.RPCSubject(id, "register") }, 5, "", ""},
 			{func() (string, error) { return events.TenantStateFilter(id) }, 4, "", ""},
 			{func() (string, error) { return events.EventSubject(id, "member.removed") }, 5, "", ""},
 		} {

@@ -143,8 +143,10 @@ func TestSubjectBuildersRefuseInjection(t *testing.T) {
 		{"DeviceStateSubject device", func(id string) (string, error) { return events.DeviceStateSubject("acme", id) }},
 		{"TrustStateSubject tenant", func(id string) (string, error) { return events.TrustStateSubject(id, "jane") }},
 		{"TrustStateSubject user", func(id string) (string, error) { return events.TrustStateSubject("acme", id) }},
-		{"ReportSubject applied", func(id string) (string, error) { return events.ReportSubject(id, "applied") }},
-		{"ReportSubject session", func(id string) (string, error) { return events.ReportSubject(id, "session") }},
+		{"ReportSubject applied", func(id string) (string, error) { return events.ReportSubject("", id, "applied") }},
+		{"ReportSubject session", func(id string) (string, error) { return events.ReportSubject("", id, "session") }},
+		{"ReportSubject instance of a tenant", func(id string) (string, error) { return events.ReportSubject("acme", id, "seen") }},
+		{"RPCSubject", func(id string) (string, error) { return events.RPCSubject(id, "register") }},
 		{"TenantStateFilter", events.TenantStateFilter},
 		{"EventSubject tenant", func(id string) (string, error) { return events.EventSubject(id, "member.removed") }},
 	}
@@ -272,37 +274,37 @@ func TestReportSubject(t *testing.T) {
 	long := strings.Repeat("z", events.MaxIDLen)
 	tests := []struct {
 		name     string
+		tenant   string
 		instance string
 		kind     string
 		want     string
 	}{
-		{"applied", "api-7d4b9c6f8-qx2mz-1-a3f9c1", "applied", "evict.report.api-7d4b9c6f8-qx2mz-1-a3f9c1.applied"},
-		{"session", "api-7d4b9c6f8-qx2mz-1-a3f9c1", "session", "evict.report.api-7d4b9c6f8-qx2mz-1-a3f9c1.session"},
-		{"longest instance", long, "applied", "evict.report." + long + ".applied"},
-		{"instance named like a kind", "session", "applied", "evict.report.session.applied"},
+		{"applied", "", "api-7d4b9c6f8-qx2mz-1-a3f9c1", "applied", "evict.report.api-7d4b9c6f8-qx2mz-1-a3f9c1.applied"},
+		{"session", "", "api-7d4b9c6f8-qx2mz-1-a3f9c1", "session", "evict.report.api-7d4b9c6f8-qx2mz-1-a3f9c1.session"},
+		{"longest instance", "", long, "applied", "evict.report." + long + ".applied"},
+		{"instance named like a kind", "", "session", "applied", "evict.report.session.applied"},
+		{"tenant applied", "acme", "api-1", "applied", "evict.report.acme.api-1.applied"},
+		{"tenant seen", "acme", "api-1", "seen", "evict.report.acme.api-1.seen"},
+		{"tenant named like a kind", "seen", "applied", "session", "evict.report.seen.applied.session"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := events.ReportSubject(tc.instance, tc.kind)
+			got, err := events.ReportSubject(tc.tenant, tc.instance, tc.kind)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got != tc.want {
 				t.Fatalf("ReportSubject = %q, want %q", got, tc.want)
 			}
-			// evict subscribes to evict.report.*.* and splits the subject
-			// back into instance and kind.
-			rest, ok := strings.CutPrefix(got, events.ReportPrefix)
-			if !ok {
-				t.Fatalf("%q does not start with %q", got, events.ReportPrefix)
+			// evict subscribes to evict.report.> and splits the subject
+			// back into tenant, instance and kind.
+			tenant, instance, kind, err := events.ParseReportSubject(got)
+			if err != nil {
+				t.Fatalf("ParseReportSubject(%q): %v", got, err)
 			}
-			instance, kind, _ := strings.Cut(rest, ".")
-			if instance != tc.instance || kind != tc.kind {
-				t.Errorf("%q splits into %q, %q; want %q, %q", got, instance, kind, tc.instance, tc.kind)
-			}
-			if n := len(strings.Split(got, ".")); n != 4 {
-				t.Errorf("%q has %d tokens, want 4", got, n)
+			if tenant != tc.tenant || instance != tc.instance || kind != tc.kind {
+				t.Errorf("%q splits into %q, %q, %q; want %q, %q, %q", got, tenant, instance, kind, tc.tenant, tc.instance, tc.kind)
 			}
 			// A report is never mistaken for state.
 			if _, _, _, err := events.ParseStateSubject(got); err == nil {
@@ -312,10 +314,45 @@ func TestReportSubject(t *testing.T) {
 	}
 }
 
+func TestParseReportSubjectRefuses(t *testing.T) {
+	t.Parallel()
+	for _, subject := range []string{
+		"", "evict.report.", "evict.report.api-1", "evict.report.api-1.applied.x.y",
+		"evict.report.api-1.state", "evict.report.acme.api-1.heartbeat", "evict.report.*.applied",
+		"evict.report.acme.>.applied", "evict.report..api-1.applied", "evict.state.acme.tenant",
+		"evict.report.acme.api 1.seen",
+	} {
+		if tenant, instance, kind, err := events.ParseReportSubject(subject); err == nil {
+			t.Errorf("ParseReportSubject(%q) = %q, %q, %q; want an error", subject, tenant, instance, kind)
+		}
+	}
+}
+
+func TestRPCSubject(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		tenant, op, want string
+		ok               bool
+	}{
+		{"acme", "register", "evict.rpc.sessions.acme.register", true},
+		{"acme", "end", "evict.rpc.sessions.acme.end", true},
+		{"acme", "delete", "", false},
+		{"acme.other", "register", "", false},
+		{"*", "end", "", false},
+		{"", "end", "", false},
+	}
+	for _, tc := range tests {
+		got, err := events.RPCSubject(tc.tenant, tc.op)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("RPCSubject(%q, %q) = %q, %v; want %q, ok %v", tc.tenant, tc.op, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
 func TestReportSubjectRefusesKinds(t *testing.T) {
 	t.Parallel()
 	for _, kind := range []string{"", "Applied", "SESSION", "heartbeat", "state", "applied.x", "session.>", "*", ">", "applied ", " session"} {
-		subject, err := events.ReportSubject("api-1", kind)
+		subject, err := events.ReportSubject("", "api-1", kind)
 		if err == nil {
 			t.Errorf("ReportSubject(%q) = %q, want an error", kind, subject)
 			continue

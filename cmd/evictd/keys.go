@@ -18,7 +18,7 @@ import (
 )
 
 const keysUsage = `usage:
-  evictd keys create (--tenant T [--tenant T2 ...] | --all-tenants) --role admin|sync|viewer [--name N] [--expires 720h]
+  evictd keys create (--tenant T [--tenant T2 ...] | --all-tenants) --role admin|sync|viewer|guard [--name N] [--expires 720h]
   evictd keys list
   evictd keys revoke KEY-ID
 
@@ -43,7 +43,7 @@ func runKeys(ctx context.Context, args []string, out io.Writer) error {
 		var tenants multi
 		fs.Var(&tenants, "tenant", "tenant the key may act on (repeatable)")
 		all := fs.Bool("all-tenants", false, "an operator key: every tenant, and creating tenants (with role admin)")
-		role := fs.String("role", "", "admin (every command), sync (membership changes), viewer (read only)")
+		role := fs.String("role", "", "admin (every command), sync (membership changes), viewer (read only); guard: a NATS credential for session holders (pkg/guard), limited to the tenants")
 		name := fs.String("name", "", "a name to recognize the key by")
 		expires := fs.Duration("expires", 0, "lifetime, e.g. 720h; 0 never expires")
 		if err := fs.Parse(args[1:]); err != nil {

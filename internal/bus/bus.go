@@ -5,6 +5,7 @@ package bus
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -27,8 +28,14 @@ type EmbeddedConfig struct {
 	Name string
 	// EvictdPassword and GuardPassword, when set, make the server require
 	// them: user "evictd" (evict's own services) and user "guard" (session
-	// holders), with the permissions of deploy/nats/accounts.conf.
+	// holders of every tenant), with the permissions of
+	// deploy/nats/accounts.conf.
 	EvictdPassword, GuardPassword string
+	// GuardKeys, when set with the passwords, also admits session holders
+	// that present a guard key (`evictd keys create --role guard`) as their
+	// connection token, with the permissions of TenantGuardPermissions for
+	// the key's tenants.
+	GuardKeys func(ctx context.Context, token string) (GuardKey, error)
 	// TLS, when set, makes the server require TLS from every client.
 	TLS *tls.Config
 }
@@ -61,6 +68,72 @@ var (
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 	}
 )
+
+// TenantGuardPermissions are those of a guard limited to tenants: it may
+// create ordered consumers filtered on one of its tenants' state or on the
+// heartbeat, and nothing wider (NATS checks the filter named in the create
+// subject against the consumer's configuration, and a multi-filter or
+// unfiltered create has no such subject, so it is refused); it reports and
+// registers sessions on subjects that name its tenants; it receives on its
+// own inbox prefix only, so it cannot read another guard's deliveries.
+func TenantGuardPermissions(tenants []string, inbox string) *server.Permissions {
+	pub := []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.EVICT_STATE",
+		"$JS.API.CONSUMER.CREATE.EVICT_STATE.*." + events.HeartbeatSubject,
+		"$JS.API.CONSUMER.INFO.EVICT_STATE.*", "$JS.API.CONSUMER.DELETE.EVICT_STATE.*",
+		"$JS.API.CONSUMER.MSG.NEXT.EVICT_STATE.*"}
+	for _, t := range tenants {
+		pub = append(pub, "$JS.API.CONSUMER.CREATE.EVICT_STATE.*."+events.StatePrefix+t+".>",
+			events.ReportPrefix+t+".*.*", events.RPCPrefix+t+".*")
+	}
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub, Deny: []string{"evict.state.>", "evict.events.>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inbox + ".>"}},
+	}
+}
+
+// GuardKey is what the embedded server needs to know of a guard key.
+type GuardKey struct {
+	ID         string
+	Tenants    []string
+	AllTenants bool
+	ExpiresAt  time.Time // zero: no expiry
+}
+
+// authenticator admits evictd, the all-tenant guard user and guard keys.
+type authenticator struct {
+	evictdPW, guardPW string
+	keys              func(ctx context.Context, token string) (GuardKey, error)
+}
+
+func (a *authenticator) Check(c server.ClientAuthentication) bool {
+	o := c.GetOpts()
+	same := func(got, want string) bool {
+		return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+	}
+	switch {
+	case o.Username == EvictdUser && same(o.Password, a.evictdPW):
+		c.RegisterUser(&server.User{Username: EvictdUser, Permissions: EvictdPermissions})
+		return true
+	case o.Username == GuardUser && same(o.Password, a.guardPW):
+		c.RegisterUser(&server.User{Username: GuardUser, Permissions: GuardPermissions})
+		return true
+	case o.Username == "" && o.Token != "" && a.keys != nil:
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		k, err := a.keys(ctx, o.Token)
+		if err != nil {
+			return false
+		}
+		perms := GuardPermissions
+		if !k.AllTenants {
+			perms = TenantGuardPermissions(k.Tenants, events.GuardInbox(o.Token))
+		}
+		// An expiring key's connection ends when the key does.
+		c.RegisterUser(&server.User{Username: "key:" + k.ID, Permissions: perms, ConnectionDeadline: k.ExpiresAt})
+		return true
+	}
+	return false
+}
 
 // StartEmbedded starts a NATS server with JetStream and waits until it accepts
 // connections. Call Shutdown and WaitForShutdown on the result to stop it.
@@ -96,10 +169,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		opts.TLSTimeout = 2
 	}
 	if cfg.EvictdPassword != "" && cfg.GuardPassword != "" {
-		opts.Users = []*server.User{
-			{Username: EvictdUser, Password: cfg.EvictdPassword, Permissions: EvictdPermissions},
-			{Username: GuardUser, Password: cfg.GuardPassword, Permissions: GuardPermissions},
-		}
+		opts.CustomClientAuthentication = &authenticator{evictdPW: cfg.EvictdPassword, guardPW: cfg.GuardPassword, keys: cfg.GuardKeys}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

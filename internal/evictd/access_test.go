@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/keys"
 	"github.com/evict-dev/evict/internal/testenv"
+	"github.com/evict-dev/evict/pkg/guard"
 )
 
 // route is one authenticated route of the admin API, read from its
@@ -165,17 +167,7 @@ func TestRateLimitPerCredential(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	get := func(cred string) *http.Response {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, "http://"+d.HTTPAddr+"/v1/tenants/acme", nil)
-		req.Header.Set("Authorization", "Bearer "+cred)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp
-	}
+	get := func(cred string) *http.Response { return getAs(t, d, "/v1/tenants/acme", cred) }
 	for i := 0; i < 10; i++ {
 		if code := get(noisy).StatusCode; code == http.StatusTooManyRequests {
 			t.Fatalf("request %d within the burst refused", i)
@@ -187,6 +179,41 @@ func TestRateLimitPerCredential(t *testing.T) {
 	}
 	if code := get(token).StatusCode; code == http.StatusTooManyRequests {
 		t.Error("another credential was limited too")
+	}
+}
+
+// TestAuthFailuresPerAddress: past a burst, failed authentications from one
+// address get 429 with Retry-After and are not audited (a flood of bad tokens
+// cannot fill the audit log), while a valid token from that address still
+// works.
+func TestAuthFailuresPerAddress(t *testing.T) {
+	dbURL := testenv.Database(t)
+	const burst = 5
+	d, _ := startDaemon(t, dbURL, "", func(c *evictd.Config) { c.AuthFailureBurst = burst })
+	pool := testenv.Pool(t, dbURL)
+	get := func(cred string) *http.Response { return getAs(t, d, "/v1/tenants/acme", cred) }
+	const flood = 50
+	codes := map[int]int{}
+	for i := 0; i < flood; i++ {
+		resp := get(keys.TokenPrefix + "forged" + strconv.Itoa(i))
+		codes[resp.StatusCode]++
+		if resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+	}
+	// One failure per second refills: allow for the seconds the flood took.
+	if codes[http.StatusUnauthorized] < burst || codes[http.StatusTooManyRequests] < flood/2 || len(codes) != 2 {
+		t.Fatalf("%d bad tokens got %v; want %d or a few more 401s, then 429s", flood, codes, burst)
+	}
+	var audited int
+	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM audit_log WHERE action = 'denied'").Scan(&audited); err != nil {
+		t.Fatal(err)
+	}
+	if audited != codes[http.StatusUnauthorized] {
+		t.Errorf("%d refusals audited, want one per 401 (%d)", audited, codes[http.StatusUnauthorized])
+	}
+	if code := get(token).StatusCode; code != http.StatusOK && code != http.StatusNotFound {
+		t.Errorf("a valid token from the flooding address: %d, want it served", code)
 	}
 }
 
@@ -216,18 +243,181 @@ func TestEmbeddedNATSGuardCredential(t *testing.T) {
 			t.Errorf("guard credential published to %s", subject)
 		}
 		cancel()
-		select {
-		case err := <-violations:
-			if !errors.Is(err, nats.ErrPermissionViolation) {
-				t.Errorf("%s: %v, want a permissions violation", subject, err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("%s: no permissions violation reported", subject)
-		}
+		expectViolation(t, violations, "publish "+subject)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	if err := js.DeleteStream(dctx, "EVICT_STATE"); err == nil {
 		t.Error("guard credential deleted the state stream")
+	}
+}
+
+// TestTenantGuardKey: a guard key (`evictd keys create --role guard`) is a
+// NATS credential limited to its tenants on the embedded server as shipped.
+// A guard on it loads its tenant's state, registers sessions and confirms
+// logouts; the same credential cannot publish a revocation, read another
+// tenant's state by any route (a consumer filtered on it, on everything, on
+// several subjects; a plain subscription; a direct get; another guard's
+// inbox), register a session or report in another tenant, nor be used
+// against the admin API.
+func TestTenantGuardKey(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	pool := testenv.Pool(t, b.dbURL)
+	for _, tenant := range []string{"acme", "globex"} {
+		if _, err := b.api.CreateTenant(ctx, tenant); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, acmeKey, err := keys.Create(ctx, pool, keys.Spec{Role: keys.RoleGuard, Tenants: []string{"acme"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(b.d.NATSURL)
+	u.User = nil
+	natsURL := u.String()
+
+	// Something of globex's to steal: a revoked user.
+	if _, err := b.api.LogoutUser(ctx, "globex", "gina", "test"); err != nil {
+		t.Fatal(err)
+	}
+	b.waitPublished(t)
+
+	// The guard works on its tenant: it loads, tracks, and its report
+	// completes the operation.
+	g := testenv.Guard(t, natsURL, guard.Config{Tenants: []string{"acme"}, ReportInterval: 100 * time.Millisecond}, guard.KeyOptions(acmeKey)...)
+	s, err := g.Track(ctx, guard.NewSession{Tenant: "acme", User: "alice", ID: "s-alice", Client: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := b.api.LogoutUser(ctx, "acme", "alice", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "acme logout enforced", func() bool { return errors.Is(g.Check(s), guard.ErrSessionRevoked) })
+	op, err := b.api.WaitOperation(ctx, acc.OperationID, 30*time.Second)
+	if err != nil || op.Summary != "completed" || op.Counts["enforced"] != 1 {
+		t.Fatalf("acme operation = %+v, %v; want completed with the session enforced by its holder", op, err)
+	}
+	if err := g.Check(guard.Session{Tenant: "globex", User: "gina", ID: "s-gina", IssuedAt: time.Now().Add(-time.Hour)}); err != nil {
+		t.Fatalf("the acme guard knows globex's state: %v", err)
+	}
+	if _, err := g.Track(ctx, guard.NewSession{Tenant: "globex", User: "mallory", ID: "s-m", Client: "web"}); err == nil {
+		t.Fatal("the acme guard registered a session in globex")
+	}
+
+	violations := make(chan error, 64)
+	nc, err := nats.Connect(natsURL, append(guard.KeyOptions(acmeKey),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	stream, err := js.Stream(ctx, "EVICT_STATE")
+	if err != nil {
+		t.Fatalf("the acme key cannot see the state stream: %v", err)
+	}
+	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, time.Second) }
+
+	// Reading globex's state.
+	for _, filters := range [][]string{
+		{"evict.state.globex.>"}, {"evict.state.>"}, {"evict.state.*.user.gina"}, {">"},
+		{"evict.state.acme.>", "evict.state.globex.>"}, {"evict.state.heartbeat", "evict.state.globex.user.gina"},
+	} {
+		c, cancel := short()
+		if _, err := stream.OrderedConsumer(c, jetstream.OrderedConsumerConfig{FilterSubjects: filters}); err == nil {
+			t.Errorf("the acme key created a consumer on %v", filters)
+		}
+		cancel()
+	}
+	c, cancel := short()
+	if _, err := stream.GetLastMsgForSubject(c, "evict.state.globex.user.gina"); err == nil {
+		t.Error("the acme key read globex's state with a direct get")
+	}
+	cancel()
+	// Positive control: its own tenant and the heartbeat are readable.
+	for _, f := range []string{"evict.state.acme.>", "evict.state.heartbeat"} {
+		c, cancel := short()
+		if _, err := stream.OrderedConsumer(c, jetstream.OrderedConsumerConfig{FilterSubjects: []string{f}}); err != nil {
+			t.Errorf("the acme key cannot read %s: %v", f, err)
+		}
+		cancel()
+	}
+	drain := func() {
+		for {
+			select {
+			case <-violations:
+			case <-time.After(200 * time.Millisecond):
+				return
+			}
+		}
+	}
+	drain()
+	// Subscriptions: globex's subjects, every inbox, evict's own traffic.
+	for _, subject := range []string{"evict.state.globex.>", "_INBOX.>", "evict.report.>", "evict.rpc.sessions.>", ">"} {
+		if _, err := nc.SubscribeSync(subject); err != nil {
+			t.Fatal(err)
+		}
+		expectViolation(t, violations, "subscribe "+subject)
+	}
+	// Publishing: revocations, history, another tenant's reports and
+	// session registrations.
+	for _, subject := range []string{"evict.state.acme.user.mallory", "evict.state.globex.tenant", "evict.events.acme.member.removed",
+		"evict.state.heartbeat", "evict.report.globex.api-1.applied", "evict.report.api-1.applied", "evict.rpc.sessions.globex.register"} {
+		if err := nc.Publish(subject, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		expectViolation(t, violations, "publish "+subject)
+	}
+
+	// The key is a NATS credential only; admin keys and revoked keys are
+	// not NATS credentials.
+	if code := getAs(t, b.d, "/v1/tenants/acme/sessions", acmeKey).StatusCode; code != http.StatusForbidden {
+		t.Errorf("a guard key against the admin API: %d, want 403", code)
+	}
+	_, adminKey, err := keys.Create(ctx, pool, keys.Spec{Role: keys.RoleAdmin, Tenants: []string{"acme"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, revoked, err := keys.Create(ctx, pool, keys.Spec{Role: keys.RoleGuard, Tenants: []string{"acme"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.Revoke(ctx, pool, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	for name, tok := range map[string]string{"admin key": adminKey, "revoked guard key": revoked, "unknown key": keys.TokenPrefix + "x"} {
+		if nc, err := nats.Connect(natsURL, guard.KeyOptions(tok)...); err == nil {
+			nc.Close()
+			t.Errorf("NATS accepted the %s", name)
+		}
+	}
+}
+
+// getAs GETs path from d's admin API with cred as the bearer token.
+func getAs(t *testing.T, d *evictd.Daemon, path, cred string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+d.HTTPAddr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+cred)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// expectViolation waits for the permissions violation NATS reports
+// (asynchronously) for what the connection just tried.
+func expectViolation(t *testing.T, violations <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-violations:
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Errorf("%s: %v, want a permissions violation", what, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("%s: no permissions violation", what)
 	}
 }

@@ -34,6 +34,14 @@ type Config struct {
 	// (per second, and at once); zero means the API's defaults (50, 200).
 	RateLimit float64
 	RateBurst int
+	// ReadHeaderTimeout and ReadTimeout bound how long a client may take to
+	// send a request's headers, and the whole request: a slow client
+	// cannot hold a connection (or a half-read command) open. Zero means
+	// 5s and 30s.
+	ReadHeaderTimeout, ReadTimeout time.Duration
+	// AuthFailureBurst bounds the failed authentications of one client
+	// address (then one per second); zero means 20.
+	AuthFailureBurst int
 	// TLSCertFile and TLSKeyFile, when set, make the admin API serve HTTPS
 	// only; NATSTLSCertFile and NATSTLSKeyFile make the embedded NATS
 	// server require TLS. PEM files.
@@ -116,6 +124,9 @@ func ConfigFromEnv() (Config, error) {
 	}
 	if c.RateBurst, err = strconv.Atoi(Env("EVICT_RATE_BURST", "200")); err != nil || c.RateBurst < 1 {
 		return c, fmt.Errorf("EVICT_RATE_BURST: want a positive number, got %q", os.Getenv("EVICT_RATE_BURST"))
+	}
+	if c.AuthFailureBurst, err = strconv.Atoi(Env("EVICT_AUTH_FAILURE_BURST", "20")); err != nil || c.AuthFailureBurst < 1 {
+		return c, fmt.Errorf("EVICT_AUTH_FAILURE_BURST: want a positive number, got %q", os.Getenv("EVICT_AUTH_FAILURE_BURST"))
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(Env("EVICT_LOG_LEVEL", "info"))); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/testenv"
 	"github.com/evict-dev/evict/pkg/client"
 	"github.com/evict-dev/evict/pkg/guard"
@@ -261,11 +262,14 @@ func TestGuardTracksSessionsOverNATS(t *testing.T) {
 	for name, ns := range map[string]guard.NewSession{
 		"bad id":         {Tenant: "acme", User: "ivy", ID: "a.b", Client: "web"},
 		"unknown tenant": {Tenant: "nope", User: "ivy", ID: "ivy-2", Client: "web"},
-		"bad tenant":     {Tenant: "a>b", User: "ivy", ID: "ivy-2", Client: "web"},
 	} {
 		if _, err := g.Track(ctx, ns); !errors.As(err, &rpcErr) || rpcErr.Status/100 != 4 {
 			t.Errorf("%s: %v, want a 4xx refusal", name, err)
 		}
+	}
+	// A tenant that cannot be a subject token is refused before anything is sent.
+	if _, err := g.Track(ctx, guard.NewSession{Tenant: "a>b", User: "ivy", ID: "ivy-2", Client: "web"}); !errors.Is(err, events.ErrInvalidID) {
+		t.Errorf("bad tenant: %v, want ErrInvalidID", err)
 	}
 	if err := g.End(ctx, "acme", "never-registered"); !errors.As(err, &rpcErr) || rpcErr.Code != "session_not_found" {
 		t.Errorf("ending an unknown session: %v", err)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/bus"
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/testenv"
 	"github.com/evict-dev/evict/pkg/client"
@@ -273,9 +275,10 @@ func dashboardExprs(t *testing.T, path string) []string {
 // natsPasswords are the variables deploy/nats/accounts.conf reads from the
 // environment. Letters and digits: NATS parses them as config values.
 var natsPasswords = map[string]string{
-	"EVICTD_NATS_PASSWORD": "evictdSecret7",
-	"GUARD_NATS_PASSWORD":  "guardSecret7",
-	"NATS_SYS_PASSWORD":    "sysSecret7",
+	"EVICTD_NATS_PASSWORD":     "evictdSecret7",
+	"GUARD_NATS_PASSWORD":      "guardSecret7",
+	"GUARD_ACME_NATS_PASSWORD": "guardAcmeSecret7",
+	"NATS_SYS_PASSWORD":        "sysSecret7",
 }
 
 func setNATSPasswords(t *testing.T) {
@@ -288,13 +291,20 @@ func setNATSPasswords(t *testing.T) {
 // natsURL is srv's client URL with user's credentials, the form
 // EVICT_NATS_URL takes in deploy/.
 func natsURL(srv *server.Server, user string) string {
-	pw := natsPasswords[map[string]string{"evictd": "EVICTD_NATS_PASSWORD", "guard": "GUARD_NATS_PASSWORD", "sys": "NATS_SYS_PASSWORD"}[user]]
+	pw := natsPasswords[map[string]string{"evictd": "EVICTD_NATS_PASSWORD", "guard": "GUARD_NATS_PASSWORD", "guard-acme": "GUARD_ACME_NATS_PASSWORD", "sys": "NATS_SYS_PASSWORD"}[user]]
 	return strings.Replace(srv.ClientURL(), "nats://", "nats://"+user+":"+pw+"@", 1)
 }
 
 // startNATSWithDeployAccounts starts a single JetStream server from a
 // wrapper config that includes deploy/nats/accounts.conf.
 func startNATSWithDeployAccounts(t *testing.T) *server.Server {
+	t.Helper()
+	return startNATS(t, deployAccountsOptions(t))
+}
+
+// deployAccountsOptions reads a wrapper config that includes
+// deploy/nats/accounts.conf.
+func deployAccountsOptions(t *testing.T) *server.Options {
 	t.Helper()
 	dir := t.TempDir()
 	accounts, err := filepath.Abs(filepath.Join(deployDir, "nats", "accounts.conf"))
@@ -315,7 +325,7 @@ func startNATSWithDeployAccounts(t *testing.T) *server.Server {
 	if err != nil {
 		t.Fatalf("deploy/nats/accounts.conf: %v", err)
 	}
-	return startNATS(t, opts)
+	return opts
 }
 
 func startNATS(t *testing.T, opts *server.Options) *server.Server {
@@ -445,6 +455,42 @@ func TestDeployNATSPermissions(t *testing.T) {
 	if _, err := st.GetLastMsgForSubject(ctx, forged); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Errorf("last message on %s: got %v, want not found", forged, err)
 	}
+}
+
+// TestDeployNATSTenantGuard: the tenant-scoped user of accounts.conf has
+// exactly the permissions the embedded server gives a guard key of that
+// tenant (TestTenantGuardKey shows what they allow and refuse), and a guard
+// on it follows its tenant against a server configured from deploy/.
+func TestDeployNATSTenantGuard(t *testing.T) {
+	setNATSPasswords(t)
+	opts := deployAccountsOptions(t)
+	var got *server.Permissions
+	for _, u := range opts.Users {
+		if u.Username == "guard-acme" {
+			got = u.Permissions
+		}
+	}
+	if got == nil || got.Publish == nil || got.Subscribe == nil {
+		t.Fatal("accounts.conf has no guard-acme user with publish and subscribe permissions")
+	}
+	want := bus.TenantGuardPermissions([]string{"acme"}, "_INBOX.guard-acme")
+	for _, c := range []struct {
+		name      string
+		got, want []string
+	}{
+		{"publish allow", got.Publish.Allow, want.Publish.Allow},
+		{"publish deny", got.Publish.Deny, want.Publish.Deny},
+		{"subscribe allow", got.Subscribe.Allow, want.Subscribe.Allow},
+		{"subscribe deny", got.Subscribe.Deny, want.Subscribe.Deny},
+	} {
+		if !slices.Equal(slices.Sorted(slices.Values(c.got)), slices.Sorted(slices.Values(c.want))) {
+			t.Errorf("accounts.conf guard-acme %s = %q; bus.TenantGuardPermissions gives %q", c.name, c.got, c.want)
+		}
+	}
+	ns := startNATS(t, opts)
+	d := startEvictdOn(t, natsURL(ns, "evictd"), 1)
+	g := testenv.Guard(t, natsURL(ns, "guard-acme"), guard.Config{Tenants: []string{"acme"}}, nats.CustomInboxPrefix("_INBOX.guard-acme"))
+	logoutReachesGuard(t, d, g, "alice")
 }
 
 // TestDeployNATSCluster runs evictd with three stream replicas and a guard

@@ -29,12 +29,14 @@ type bundle struct {
 
 const token = "test-token"
 
-func setup(t *testing.T, nGuards int) *bundle { return setupTB(t, nGuards) }
+func setup(t *testing.T, nGuards int, opts ...func(*evictd.Config)) *bundle {
+	return setupTB(t, nGuards, opts...)
+}
 
-func setupTB(t testing.TB, nGuards int) *bundle {
+func setupTB(t testing.TB, nGuards int, opts ...func(*evictd.Config)) *bundle {
 	t.Helper()
 	dbURL := testenv.Database(t)
-	d, _ := startDaemon(t, dbURL, "")
+	d, _ := startDaemon(t, dbURL, "", opts...)
 	b := &bundle{d: d, api: client.New("http://"+d.HTTPAddr, token, nil), dbURL: dbURL}
 	for i := 0; i < nGuards; i++ {
 		b.guards = append(b.guards, testenv.Guard(t, d.NATSURL, guard.Config{}))
@@ -51,6 +53,9 @@ func startDaemon(t testing.TB, dbURL, natsURL string, opts ...func(*evictd.Confi
 		DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", NATSURL: natsURL, DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0",
 		AdminToken: token, SessionMaxAge: 24 * time.Hour, Replicas: 1, RelayBatch: 1000, Logger: testenv.Quiet,
 		HeartbeatInterval: 50 * time.Millisecond, GuardLiveness: 500 * time.Millisecond, SeenChangeEvery: 200 * time.Millisecond,
+		// Tests refuse many bad credentials on purpose from one address;
+		// TestAuthFailuresPerAddress sets its own.
+		AuthFailureBurst: 100_000,
 	}
 	for _, o := range opts {
 		o(&cfg)

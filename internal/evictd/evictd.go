@@ -4,6 +4,7 @@
 package evictd
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/evict-dev/evict/internal/bus"
 	"github.com/evict-dev/evict/internal/db"
+	"github.com/evict-dev/evict/internal/keys"
 	"github.com/evict-dev/evict/services/admin"
 	"github.com/evict-dev/evict/services/notifier"
 	"github.com/evict-dev/evict/services/registry"
@@ -67,6 +69,23 @@ type Daemon struct {
 	err      error
 	wg       sync.WaitGroup
 	stopOnce sync.Once
+}
+
+// guardKey admits a guard key (role guard) on the embedded NATS server.
+func (d *Daemon) guardKey(ctx context.Context, token string) (bus.GuardKey, error) {
+	k, err := keys.Lookup(ctx, d.pool, token)
+	if err != nil {
+		return bus.GuardKey{}, err
+	}
+	if k.Role != keys.RoleGuard {
+		// An admin API key is not a NATS credential, whatever its role.
+		return bus.GuardKey{}, fmt.Errorf("evictd: key %s has role %s, not guard", k.ID, k.Role)
+	}
+	gk := bus.GuardKey{ID: k.ID.String(), Tenants: k.Tenants, AllTenants: k.AllTenants}
+	if k.ExpiresAt != nil {
+		gk.ExpiresAt = *k.ExpiresAt
+	}
+	return gk, nil
 }
 
 // Start starts evictd and returns once it serves. It stops when ctx ends;
@@ -115,6 +134,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 			Name:           "evictd",
 			EvictdPassword: evictdPW,
 			GuardPassword:  guardPW,
+			GuardKeys:      d.guardKey,
 		}
 		var natsOpts []nats.Option
 		if cfg.NATSTLSCertFile != "" || cfg.NATSTLSKeyFile != "" {
@@ -162,7 +182,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	api, err := admin.New(admin.Config{Pool: d.pool, AdminToken: d.AdminToken, Registerer: reg, Logger: log, Registry: registrySvc,
-		RateLimit: cfg.RateLimit, Burst: cfg.RateBurst,
+		RateLimit: cfg.RateLimit, Burst: cfg.RateBurst, AuthFailureBurst: cfg.AuthFailureBurst,
 		Ready: func(r *http.Request) error {
 			if err := d.pool.Ping(r.Context()); err != nil {
 				return fmt.Errorf("database: %w", err)
@@ -194,8 +214,8 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	d.HTTPAddr = ln.Addr().String()
 	d.http = &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
+		ReadHeaderTimeout: cmp.Or(cfg.ReadHeaderTimeout, 5*time.Second),
+		ReadTimeout:       cmp.Or(cfg.ReadTimeout, 30*time.Second),
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,

@@ -227,7 +227,13 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		})
 	}
 	b.waitPublished(t)
-	after := takeSnapshot(t, b)
+	takeSnapshot(t, b).mustEqual(t, before)
+}
+
+// mustEqual fails t unless after, taken once refused requests are done,
+// holds what before held.
+func (after snapshot) mustEqual(t *testing.T, before snapshot) {
+	t.Helper()
 	for table, n := range before.rows {
 		if after.rows[table] != n {
 			t.Errorf("table %s: %d rows before, %d after refused requests", table, n, after.rows[table])

@@ -304,11 +304,9 @@ func TestLastSeenHeartbeat(t *testing.T) {
 // in the background (the logout itself stays O(1)) and still count as the
 // operation's targets; history older than the retention is deleted.
 func TestHousekeeping(t *testing.T) {
-	dbURL := testenv.Database(t)
-	d, _ := startDaemon(t, dbURL, "", func(c *evictd.Config) {
+	b := setup(t, 0, func(c *evictd.Config) {
 		c.Retention, c.TidyInterval = 2*time.Second, 100*time.Millisecond
 	})
-	b := &bundle{d: d, api: client.New("http://"+d.HTTPAddr, token, nil), dbURL: dbURL}
 	ctx := context.Background()
 	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
@@ -319,7 +317,7 @@ func TestHousekeeping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := testenv.Pool(t, dbURL)
+	pool := testenv.Pool(t, b.dbURL)
 	testenv.Eventually(t, "sweep", func() bool {
 		var n int
 		return pool.QueryRow(ctx, "SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL AND revoke_operation = $1", acc.OperationID).Scan(&n) == nil && n == 2

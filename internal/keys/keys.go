@@ -1,5 +1,5 @@
-// Package keys manages admin API keys: each has a role (admin, sync,
-// viewer) and a tenant scope, is shown once at creation and stored only as
+// Package keys manages admin API keys and guard keys: each has a role
+// (admin, sync, viewer; guard for NATS) and a tenant scope, is shown once at creation and stored only as
 // a SHA-256 hash, and can expire and be revoked.
 package keys
 
@@ -25,6 +25,10 @@ const (
 	RoleAdmin  = "admin"  // every command and read in its tenants
 	RoleSync   = "sync"   // membership changes (directory sync) and membership reads
 	RoleViewer = "viewer" // reads only
+	// RoleGuard is not an API role: a guard key is the NATS credential of
+	// session holders (pkg/guard) on evictd's embedded NATS, limited to the
+	// key's tenants. The admin API refuses it.
+	RoleGuard = "guard"
 )
 
 // TokenPrefix starts every key, so that a leaked one is easy to recognize
@@ -73,9 +77,9 @@ type Spec struct {
 // Create stores a new key and returns its token, which is shown once.
 func Create(ctx context.Context, pool *pgxpool.Pool, s Spec) (Key, string, error) {
 	switch s.Role {
-	case RoleAdmin, RoleSync, RoleViewer:
+	case RoleAdmin, RoleSync, RoleViewer, RoleGuard:
 	default:
-		return Key{}, "", fmt.Errorf("keys: role %q: want admin, sync or viewer", s.Role)
+		return Key{}, "", fmt.Errorf("keys: role %q: want admin, sync, viewer or guard", s.Role)
 	}
 	if s.AllTenants == (len(s.Tenants) > 0) {
 		return Key{}, "", errors.New("keys: give tenants, or all tenants (an operator key), not both or neither")

@@ -15,12 +15,12 @@ import (
 // Quiet is a logger that discards everything, for components under test.
 var Quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// Guard connects a guard to the NATS server at url, runs it until the test
-// ends, and waits until it is ready. cfg.Conn is set here; a nil
-// cfg.Logger is Quiet.
-func Guard(t testing.TB, url string, cfg guard.Config) *guard.Guard {
+// Guard connects a guard to the NATS server at url (with opts, e.g.
+// guard.KeyOptions), runs it until the test ends, and waits until it is
+// ready. cfg.Conn is set here; a nil cfg.Logger is Quiet.
+func Guard(t testing.TB, url string, cfg guard.Config, opts ...nats.Option) *guard.Guard {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	nc, err := nats.Connect(url, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(20 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatalf("testenv: guard connect: %v", err)
 	}

@@ -120,9 +120,12 @@ type Guard struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 	isReady   atomic.Bool
-	stale     atomic.Bool  // read on every Check; updated by a ticker
-	syncedAt  atomic.Int64 // unix nanos of the last heartbeat applied
-	appliedSq atomic.Uint64
+	stale     atomic.Bool   // read on every Check; updated by a ticker
+	syncedAt  atomic.Int64  // unix nanos of the last heartbeat applied
+	appliedSq atomic.Uint64 // the largest sequence applied of revocation state
+	feeds     []*feed
+	behind    atomic.Int32 // feeds that have not reached the end of the stream yet
+	applyMu   sync.Mutex   // one writer of the set at a time, whichever feed
 	lastPrune time.Time
 	created   time.Time
 	kick      chan struct{} // asks the reporter to report now
@@ -173,6 +176,12 @@ func New(cfg Config) (*Guard, error) {
 		created: time.Now(),
 		kick:    make(chan struct{}, 1),
 	}
+	feeds, err := newFeeds(cfg.Tenants)
+	if err != nil {
+		return nil, err
+	}
+	g.feeds = feeds
+	g.behind.Store(int32(len(g.feeds)))
 	g.holds.init()
 	g.seen.init()
 	g.stale.Store(true)
@@ -279,23 +288,39 @@ func (g *Guard) Entries() int { return g.set.Len() }
 // AppliedSequence is the EVICT_STATE stream sequence of the last message applied.
 func (g *Guard) AppliedSequence() uint64 { return g.appliedSq.Load() }
 
+// feed is one ordered consumer of EVICT_STATE. A guard that holds every
+// tenant reads one feed, evict.state.>. A guard limited to tenants reads one
+// feed per tenant plus one for the heartbeat: NATS permissions can bind a
+// single-filter consumer to a tenant, not a multi-filter one (see
+// internal/bus.TenantGuardPermissions).
+type feed struct {
+	tenant  string // "" for the all-tenant feed and the heartbeat feed
+	filter  string
+	applied atomic.Uint64 // stream sequence of the last message applied
+	caught  bool          // has seen the end of the stream once; apply goroutine only
+}
+
+func newFeeds(tenants []string) ([]*feed, error) {
+	if len(tenants) == 0 {
+		return []*feed{{filter: events.StatePrefix + ">"}}, nil
+	}
+	fs := []*feed{{filter: events.HeartbeatSubject}}
+	for _, t := range tenants {
+		f, err := events.TenantStateFilter(t)
+		if err != nil {
+			return nil, fmt.Errorf("guard: %w", err)
+		}
+		fs = append(fs, &feed{tenant: t, filter: f})
+	}
+	return fs, nil
+}
+
 // Run loads the state and follows it until ctx ends; it returns nil then.
 // It waits for the EVICT_STATE stream to exist.
 func (g *Guard) Run(ctx context.Context) error {
 	js, err := jetstream.New(g.cfg.Conn)
 	if err != nil {
 		return fmt.Errorf("guard: %w", err)
-	}
-	filters := []string{events.StatePrefix + ">"}
-	if len(g.cfg.Tenants) > 0 {
-		filters = []string{events.HeartbeatSubject}
-		for _, t := range g.cfg.Tenants {
-			f, err := events.TenantStateFilter(t)
-			if err != nil {
-				return fmt.Errorf("guard: %w", err)
-			}
-			filters = append(filters, f)
-		}
 	}
 	var stream jetstream.Stream
 	for {
@@ -313,19 +338,28 @@ func (g *Guard) Run(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: filters,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("guard: consumer: %w", err)
-	}
-	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		g.markReady()
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
-	if err != nil {
-		return fmt.Errorf("guard: consume: %w", err)
+	var its []jetstream.MessagesContext
+	defer func() {
+		for _, it := range its {
+			it.Stop()
+		}
+	}()
+	for _, f := range g.feeds {
+		cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{f.filter},
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			return fmt.Errorf("guard: consumer on %s: %w", f.filter, err)
+		}
+		if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+			g.caughtUp(f)
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+		if err != nil {
+			return fmt.Errorf("guard: consume %s: %w", f.filter, err)
+		}
+		its = append(its, it)
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -337,24 +371,41 @@ func (g *Guard) Run(ctx context.Context) error {
 		defer wg.Done()
 		g.report(ctx)
 	}()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	defer wg.Wait()
+	for i, it := range its {
+		stop := context.AfterFunc(ctx, it.Stop)
+		defer stop()
+		if i == 0 {
+			continue // read below, on this goroutine
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.follow(ctx, g.feeds[i], it)
+		}()
+	}
+	g.follow(ctx, g.feeds[0], its[0])
+	wg.Wait()
+	return nil
+}
+
+func (g *Guard) follow(ctx context.Context, f *feed, it jetstream.MessagesContext) {
 	for {
 		msg, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
+				return
 			}
-			g.log.WarnContext(ctx, "state consumer", "err", err)
+			g.log.WarnContext(ctx, "state consumer", "filter", f.filter, "err", err)
 			continue
 		}
-		g.apply(msg)
+		g.applyMu.Lock()
+		g.apply(f, msg)
+		g.applyMu.Unlock()
 	}
 }
 
-// apply is the single writer of the revocation set.
-func (g *Guard) apply(msg jetstream.Msg) {
+// apply is the single writer of the revocation set (under applyMu).
+func (g *Guard) apply(f *feed, msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		g.log.Warn("state message without metadata", "subject", msg.Subject(), "err", err)
@@ -379,12 +430,28 @@ func (g *Guard) apply(msg jetstream.Msg) {
 	} else {
 		g.applyRevocation(msg, now)
 	}
-	g.appliedSq.Store(meta.Sequence.Stream)
+	seq := meta.Sequence.Stream
+	f.applied.Store(seq)
+	if f.filter != events.HeartbeatSubject && seq > g.appliedSq.Load() {
+		g.appliedSq.Store(seq)
+	}
 	g.metrics.applied.Inc()
 	if meta.NumPending == 0 {
-		g.markReady()
+		g.caughtUp(f)
 		g.updateStaleness(now)
 		g.kickReport()
+	}
+}
+
+// caughtUp notes that f reached the end of the stream once; the guard is
+// ready when every feed has.
+func (g *Guard) caughtUp(f *feed) {
+	if f.caught {
+		return
+	}
+	f.caught = true
+	if g.behind.Add(-1) == 0 {
+		g.markReady()
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,16 +202,30 @@ func TestCatchUpAfterDisconnection(t *testing.T) {
 		return errors.Is(g.Check(guard.Session{"acme", "someone", "s", nb}), guard.ErrStateStale)
 	})
 	proxy.Restore()
-	// The relay beats every second; here the test beats until the guard,
-	// having applied everything before the latest beat, is fresh again.
-	var beat time.Time
-	testenv.Eventually(t, "catch-up to a fresh state", func() bool {
-		if time.Since(beat) > 50*time.Millisecond {
-			p.heartbeat()
-			beat = time.Now()
+	// The relay beats every second; here the test beats every 50 ms, as
+	// long as it runs: with MaxStaleness 300 ms, a loaded machine could
+	// otherwise see the state go stale again during the checks below.
+	var beating sync.WaitGroup
+	stop := make(chan struct{})
+	beating.Go(func() {
+		for i := 0; ; i++ {
+			// Not p.heartbeat: it may call t.Fatal, which only the test's
+			// goroutine may.
+			b, _ := json.Marshal(events.New(fmt.Sprint("beat", i), events.TypeHeartbeat, "", "", time.Now(), events.Heartbeat{Instance: "test"}))
+			if _, err := p.js.Publish(context.Background(), events.HeartbeatSubject, b); err != nil {
+				t.Errorf("heartbeat: %v", err)
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
 		}
-		return g.Healthy() == nil
 	})
+	defer beating.Wait()
+	defer close(stop)
+	testenv.Eventually(t, "catch-up to a fresh state", func() bool { return g.Healthy() == nil })
 	if g.Entries() != n {
 		t.Fatalf("fresh with %d entries, want %d", g.Entries(), n)
 	}

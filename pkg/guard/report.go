@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,14 +41,10 @@ func (g *Guard) kickReport() {
 }
 
 // report publishes the applied sequence after each catch-up and every
-// ReportInterval. Reports are best effort on core NATS: a lost one is
-// replaced by the next.
+// ReportInterval: one report for a guard of every tenant, one per tenant
+// otherwise. Reports are best effort on core NATS: a lost one is replaced
+// by the next.
 func (g *Guard) report(ctx context.Context) {
-	subject, err := events.ReportSubject(g.cfg.Instance, "applied")
-	if err != nil {
-		g.log.Error("cannot report", "err", err)
-		return
-	}
 	t := time.NewTicker(g.cfg.ReportInterval)
 	defer t.Stop()
 	seen := time.NewTicker(g.cfg.SeenInterval)
@@ -69,11 +66,34 @@ func (g *Guard) report(ctx context.Context) {
 			}
 		}
 		last, lastAt = g.appliedSq.Load(), time.Now()
-		g.publishReport(subject, events.TypeGuardApplied, "", events.GuardApplied{
-			Instance: g.cfg.Instance, Tenants: g.cfg.Tenants, AppliedSeq: last,
-			Ready: g.isReady.Load(), StartedAt: g.created,
-		})
+		for _, f := range g.feeds {
+			if f.filter == events.HeartbeatSubject {
+				continue
+			}
+			subject, err := events.ReportSubject(f.tenant, g.cfg.Instance, "applied")
+			if err != nil {
+				g.log.Error("cannot report", "err", err)
+				return
+			}
+			var tenants []string
+			if f.tenant != "" {
+				tenants = []string{f.tenant}
+			}
+			g.publishReport(subject, events.TypeGuardApplied, f.tenant, events.GuardApplied{
+				Instance: g.cfg.Instance, Tenants: tenants, AppliedSeq: f.applied.Load(),
+				Ready: g.isReady.Load(), StartedAt: g.created,
+			})
+		}
 	}
+}
+
+// reportScope is the tenant token of the reports about tenant: "" for a
+// guard of every tenant; false for a tenant this guard does not hold.
+func (g *Guard) reportScope(tenant string) (string, bool) {
+	if len(g.cfg.Tenants) == 0 {
+		return "", true
+	}
+	return tenant, slices.Contains(g.cfg.Tenants, tenant)
 }
 
 func (g *Guard) publishReport(subject, typ, tenant string, data any) {
@@ -95,7 +115,11 @@ func (g *Guard) publishReport(subject, typ, tenant string, data any) {
 // reportTermination tells evict how a revoked session with in-flight work
 // is ending.
 func (g *Guard) reportTermination(s Session, state string, inFlight int, opID string, timedOut bool) {
-	subject, err := events.ReportSubject(g.cfg.Instance, "session")
+	scope, ok := g.reportScope(s.Tenant)
+	if !ok {
+		return
+	}
+	subject, err := events.ReportSubject(scope, g.cfg.Instance, "session")
 	if err != nil {
 		return
 	}

@@ -45,18 +45,21 @@ func (g *Guard) Seen(s Session) {
 }
 
 // reportSeen sends the sessions seen since the last call, in reports of at
-// most events.MaxSeenPerReport sessions.
+// most events.MaxSeenPerReport sessions, per tenant for a guard limited to
+// tenants.
 func (g *Guard) reportSeen() {
-	subject, err := events.ReportSubject(g.cfg.Instance, "seen")
-	if err != nil {
-		return
-	}
-	var batch []events.SeenSession
-	flush := func() {
-		if len(batch) > 0 {
-			g.publishReport(subject, events.TypeSessionsSeen, "", events.SessionsSeen{Instance: g.cfg.Instance, Sessions: batch})
-			batch = nil
+	batches := map[string][]events.SeenSession{}
+	flush := func(scope string) {
+		batch := batches[scope]
+		if len(batch) == 0 {
+			return
 		}
+		delete(batches, scope)
+		subject, err := events.ReportSubject(scope, g.cfg.Instance, "seen")
+		if err != nil {
+			return
+		}
+		g.publishReport(subject, events.TypeSessionsSeen, scope, events.SessionsSeen{Instance: g.cfg.Instance, Sessions: batch})
 	}
 	for i := range g.seen.shards {
 		sh := &g.seen.shards[i]
@@ -70,14 +73,17 @@ func (g *Guard) reportSeen() {
 		sh.m = make(map[holdKey]struct{}, len(m))
 		sh.mu.Unlock()
 		for k := range m {
-			if !events.ValidID(k.tenant) || !events.ValidID(k.id) {
+			scope, ok := g.reportScope(k.tenant)
+			if !ok || !events.ValidID(k.tenant) || !events.ValidID(k.id) {
 				continue // a holder's bad identifier must not spoil the report
 			}
-			batch = append(batch, events.SeenSession{Tenant: k.tenant, Session: k.id})
-			if len(batch) == events.MaxSeenPerReport {
-				flush()
+			batches[scope] = append(batches[scope], events.SeenSession{Tenant: k.tenant, Session: k.id})
+			if len(batches[scope]) == events.MaxSeenPerReport {
+				flush(scope)
 			}
 		}
 	}
-	flush()
+	for scope := range batches {
+		flush(scope)
+	}
 }

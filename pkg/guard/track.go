@@ -9,16 +9,16 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/evict-dev/evict/events"
 )
 
-// Subjects and headers of evictd's session RPC (services/admin/rpc.go).
+// Headers of evictd's session RPC (services/admin/rpc.go); its subjects
+// are events.RPCSubject.
 const (
-	rpcRegisterSubject = "evict.rpc.sessions.register"
-	rpcEndSubject      = "evict.rpc.sessions.end"
-	rpcStatusHeader    = "Evict-Status"
-	rpcTenantHeader    = "Evict-Tenant"
-	rpcSessionHeader   = "Evict-Session"
-	rpcInstanceHeader  = "Evict-Instance"
+	rpcStatusHeader   = "Evict-Status"
+	rpcSessionHeader  = "Evict-Session"
+	rpcInstanceHeader = "Evict-Instance"
 )
 
 // NewSession is a session to register with evict through Track.
@@ -67,7 +67,7 @@ func (g *Guard) Track(ctx context.Context, s NewSession) (Session, error) {
 	var out struct {
 		IssuedAt time.Time `json:"issued_at"`
 	}
-	if err := g.rpc(ctx, rpcRegisterSubject, s.Tenant, "", b, &out); err != nil {
+	if err := g.rpc(ctx, "register", s.Tenant, "", b, &out); err != nil {
 		return Session{}, err
 	}
 	return Session{Tenant: s.Tenant, User: s.User, ID: s.ID, IssuedAt: out.IssuedAt}, nil
@@ -76,12 +76,15 @@ func (g *Guard) Track(ctx context.Context, s NewSession) (Session, error) {
 // End ends a session at evict (a normal logout): evict revokes it, so a
 // copy of its credential is refused by every guard.
 func (g *Guard) End(ctx context.Context, tenant, session string) error {
-	return g.rpc(ctx, rpcEndSubject, tenant, session, nil, nil)
+	return g.rpc(ctx, "end", tenant, session, nil, nil)
 }
 
-func (g *Guard) rpc(ctx context.Context, subject, tenant, session string, body []byte, out any) error {
+func (g *Guard) rpc(ctx context.Context, op, tenant, session string, body []byte, out any) error {
+	subject, err := events.RPCSubject(tenant, op)
+	if err != nil {
+		return fmt.Errorf("guard: %s: %w", op, err)
+	}
 	msg := nats.NewMsg(subject)
-	msg.Header.Set(rpcTenantHeader, tenant)
 	msg.Header.Set(rpcInstanceHeader, g.cfg.Instance)
 	if session != "" {
 		msg.Header.Set(rpcSessionHeader, session)
@@ -117,4 +120,13 @@ func (g *Guard) rpc(ctx context.Context, subject, tenant, session string, body [
 		}
 	}
 	return nil
+}
+
+// KeyOptions are the NATS options of a guard that connects to evictd's
+// embedded NATS with a guard key (`evictd keys create --role guard`): the
+// key as the connection token, and the reply inbox prefix the key's
+// permissions allow (a tenant-scoped guard may receive on its own inbox
+// only). Pass them to nats.Connect with the server's URL, without a user.
+func KeyOptions(key string) []nats.Option {
+	return []nats.Option{nats.Token(key), nats.CustomInboxPrefix(events.GuardInbox(key))}
 }

@@ -7,6 +7,7 @@ package admin
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -54,6 +56,11 @@ type Config struct {
 	// and 200.
 	RateLimit float64
 	Burst     int
+	// AuthFailureBurst is how many failed authentications one client
+	// address may make at once (then one per second) before its failures
+	// get 429, unaudited, so that a flood of bad tokens cannot fill the
+	// audit log. Valid tokens are not held back. Default 20.
+	AuthFailureBurst int
 	// Registry computes what operations achieved; required.
 	Registry *registry.Registry
 	// Ready reports whether the service can take commands (database and
@@ -67,6 +74,7 @@ type Server struct {
 	registry *registry.Registry
 	feed     feed
 	limits   limiter
+	failures limiter // failed authentications per client address
 	token    []byte
 	maxBody  int64
 	maxBulk  int
@@ -109,6 +117,7 @@ func New(cfg Config) (*Server, error) {
 		s.log = slog.Default()
 	}
 	s.limits = newLimiter(cfg.RateLimit, cfg.Burst)
+	s.failures = newLimiter(1, cmp.Or(cfg.AuthFailureBurst, 20))
 	s.routes()
 	s.handler = s.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := s.mux.Handler(r); pattern == "" {
@@ -228,6 +237,12 @@ func (s *Server) authenticated(need perm, h handlerFunc) http.Handler {
 		}
 		p, err := s.authenticate(r)
 		if err != nil {
+			// A flood of bad tokens from one address must not fill the
+			// audit log: past a burst, its failures get 429 unaudited.
+			if wait, ok := s.failures.allow(clientIP(r)); !ok {
+				w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+				return errorf(http.StatusTooManyRequests, CodeRateLimited, "too many failed authentications from this address; retry after %s", wait.Round(time.Millisecond))
+			}
 			s.auditDenied(r, principal{name: "anonymous"}, http.StatusUnauthorized, err.Error())
 			w.Header().Set("WWW-Authenticate", `Bearer realm="evict", error="invalid_token"`)
 			return err
@@ -310,8 +325,16 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
-	if err != nil {
-		return err // *http.MaxBytesError becomes 413; a cut connection, 500
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		return err // 413
+	case errors.As(err, &ne) && ne.Timeout():
+		// The server's ReadTimeout ended a client that stopped sending.
+		return &apiError{status: http.StatusRequestTimeout, code: CodeRequestTimeout, message: "the request body did not arrive in time", cause: err}
+	case err != nil:
+		return &apiError{status: http.StatusBadRequest, code: CodeBadRequest, message: "the request body could not be read", cause: err}
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return &apiError{status: http.StatusBadRequest, code: CodeMalformedJSON, message: "request body is empty", cause: errEmptyBody}

@@ -31,6 +31,7 @@ const (
 	CodeInternal           = "internal"
 	CodeServiceUnavailable = "unavailable"
 	CodeRateLimited        = "rate_limited"
+	CodeRequestTimeout     = "request_timeout"
 )
 
 // apiError is an error with the HTTP status and code it maps to.

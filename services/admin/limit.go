@@ -26,16 +26,28 @@ func newLimiter(perSecond float64, burst int) limiter {
 	return limiter{every: rate.Limit(perSecond), burst: burst, buckets: map[string]*rate.Limiter{}}
 }
 
-// allow takes a token for the credential, or says how long to wait.
-func (l *limiter) allow(credential string) (time.Duration, bool) {
+// maxBuckets bounds the memory of a limiter keyed by something a client
+// chooses (its address): past it the buckets start over, full.
+const maxBuckets = 100_000
+
+func (l *limiter) bucket(key string) *rate.Limiter {
 	l.mu.Lock()
-	b := l.buckets[credential]
+	defer l.mu.Unlock()
+	b := l.buckets[key]
 	if b == nil {
+		if len(l.buckets) >= maxBuckets {
+			clear(l.buckets)
+		}
 		b = rate.NewLimiter(l.every, l.burst)
-		l.buckets[credential] = b
+		l.buckets[key] = b
 	}
-	l.mu.Unlock()
-	r := b.Reserve()
+	return b
+}
+
+// allow takes a token for the key (a credential, or a client address), or
+// says how long to wait.
+func (l *limiter) allow(key string) (time.Duration, bool) {
+	r := l.bucket(key).Reserve()
 	if d := r.Delay(); d > 0 {
 		r.Cancel()
 		return d, false

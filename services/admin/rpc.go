@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -17,15 +18,14 @@ import (
 
 // Session lifecycle over NATS, for holders that embed pkg/guard: the guard
 // registers and ends sessions with its NATS credential instead of an admin
-// token. Each request is answered by one evictd replica (queue group).
+// token, on events.RPCSubject, which names the tenant (so that NATS
+// permissions bind a guard credential to its tenants). Each request is
+// answered by one evictd replica (queue group).
 const (
-	RPCRegisterSubject = "evict.rpc.sessions.register"
-	RPCEndSubject      = "evict.rpc.sessions.end"
-	rpcQueue           = "evictd"
+	rpcQueue = "evictd"
 	// RPCStatusHeader carries the HTTP status of the answer.
 	RPCStatusHeader = "Evict-Status"
-	// RPCTenantHeader, RPCSessionHeader and RPCInstanceHeader address a request.
-	RPCTenantHeader   = "Evict-Tenant"
+	// RPCSessionHeader and RPCInstanceHeader address a request.
 	RPCSessionHeader  = "Evict-Session"
 	RPCInstanceHeader = "Evict-Instance"
 )
@@ -45,7 +45,8 @@ func (s *Server) ServeNATS(ctx context.Context, nc *nats.Conn) error {
 		}
 	}
 	subs := make([]*nats.Subscription, 0, 2)
-	for subject, method := range map[string]string{RPCRegisterSubject: http.MethodPost, RPCEndSubject: http.MethodDelete} {
+	for op, method := range map[string]string{"register": http.MethodPost, "end": http.MethodDelete} {
+		subject := events.RPCPrefix + "*." + op
 		sub, err := nc.QueueSubscribe(subject, rpcQueue, handle(method))
 		if err != nil {
 			return fmt.Errorf("admin: subscribe %s: %w", subject, err)
@@ -67,7 +68,9 @@ func (s *Server) serveRPC(ctx context.Context, m *nats.Msg, method string) {
 		out.Data = body
 		_ = m.RespondMsg(out)
 	}
-	tenant, instance := m.Header.Get(RPCTenantHeader), m.Header.Get(RPCInstanceHeader)
+	// The tenant is the subject's, the one the sender's permissions allowed.
+	tenant, _, _ := strings.Cut(strings.TrimPrefix(m.Subject, events.RPCPrefix), ".")
+	instance := m.Header.Get(RPCInstanceHeader)
 	for field, v := range map[string]string{"tenant": tenant, "instance": instance} {
 		if err := events.CheckID(field, v); err != nil {
 			rec := httptest.NewRecorder()

@@ -61,8 +61,8 @@ type Registry struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	applied map[string]events.GuardApplied  // latest unflushed report per instance
-	seenNow map[events.SeenSession]struct{} // sessions seen since the last flush
+	applied map[reportKey]events.GuardApplied // latest unflushed report per instance and scope
+	seenNow map[events.SeenSession]struct{}   // sessions seen since the last flush
 	seen    map[string]time.Time
 
 	// changed is closed and replaced whenever a flush may have completed
@@ -102,7 +102,7 @@ func New(cfg Config) (*Registry, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Registry{cfg: cfg, log: log.With("component", "registry"), applied: map[string]events.GuardApplied{},
+	r := &Registry{cfg: cfg, log: log.With("component", "registry"), applied: map[reportKey]events.GuardApplied{},
 		seen: map[string]time.Time{}, changed: make(chan struct{}), seenNow: map[events.SeenSession]struct{}{},
 		backoff: map[[16]byte]backoff{},
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -163,7 +163,7 @@ func (r *Registry) Run(ctx context.Context) error {
 	if r.cfg.Conn == nil {
 		return errors.New("registry: Config.Conn is required to run")
 	}
-	sub, err := r.cfg.Conn.Subscribe(events.ReportPrefix+"*.*", func(m *nats.Msg) { r.ingest(ctx, m) })
+	sub, err := r.cfg.Conn.Subscribe(events.ReportPrefix+">", func(m *nats.Msg) { r.ingest(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("registry: subscribe: %w", err)
 	}
@@ -197,30 +197,38 @@ type envelope[T any] struct {
 	Data T      `json:"data"`
 }
 
+// reportKey names a guard's applied sequence: per instance, and per tenant
+// for a guard limited to tenants (scope "" for a guard of every tenant).
+type reportKey struct{ scope, instance string }
+
+// ingest takes a report. A report on a tenant's subject counts for that
+// tenant only: NATS lets a tenant-scoped guard publish on its tenants'
+// subjects alone, so whatever its data says about other tenants is refused.
 func (r *Registry) ingest(ctx context.Context, m *nats.Msg) {
-	rest := strings.TrimPrefix(m.Subject, events.ReportPrefix)
-	instance, kind, ok := strings.Cut(rest, ".")
-	if !ok || !events.ValidID(instance) {
+	scope, instance, kind, err := events.ParseReportSubject(m.Subject)
+	if err != nil {
 		return
 	}
+	inScope := func(tenant string) bool { return events.ValidID(tenant) && (scope == "" || tenant == scope) }
 	r.reports.WithLabelValues(kind).Inc()
 	switch kind {
 	case "applied":
 		var e envelope[events.GuardApplied]
 		if err := json.Unmarshal(m.Data, &e); err != nil || e.Type != events.TypeGuardApplied || e.Data.Instance != instance ||
-			slices.ContainsFunc(e.Data.Tenants, func(t string) bool { return !events.ValidID(t) }) {
+			slices.ContainsFunc(e.Data.Tenants, func(t string) bool { return !inScope(t) }) ||
+			(scope != "" && len(e.Data.Tenants) != 1) {
 			r.log.Warn("malformed guard report skipped", "subject", m.Subject)
 			return
 		}
 		r.mu.Lock()
-		r.applied[instance] = e.Data
+		r.applied[reportKey{scope, instance}] = e.Data
 		r.seen[instance] = time.Now()
 		r.mu.Unlock()
 	case "seen":
 		var e envelope[events.SessionsSeen]
 		if err := json.Unmarshal(m.Data, &e); err != nil || e.Type != events.TypeSessionsSeen || e.Data.Instance != instance ||
 			len(e.Data.Sessions) > events.MaxSeenPerReport ||
-			slices.ContainsFunc(e.Data.Sessions, func(s events.SeenSession) bool { return !events.ValidID(s.Tenant) || !events.ValidID(s.Session) }) {
+			slices.ContainsFunc(e.Data.Sessions, func(s events.SeenSession) bool { return !inScope(s.Tenant) || !events.ValidID(s.Session) }) {
 			r.log.Warn("malformed seen report skipped", "subject", m.Subject)
 			return
 		}
@@ -232,7 +240,7 @@ func (r *Registry) ingest(ctx context.Context, m *nats.Msg) {
 	case "session":
 		var e envelope[events.SessionTermination]
 		if err := json.Unmarshal(m.Data, &e); err != nil || e.Type != events.TypeSessionTermination || e.Data.Instance != instance ||
-			!events.ValidID(e.Data.Tenant) || !events.ValidID(e.Data.Session) ||
+			!inScope(e.Data.Tenant) || !events.ValidID(e.Data.Session) ||
 			(e.Data.State != events.TerminationDeferred && e.Data.State != events.TerminationTerminated) {
 			r.log.Warn("malformed session report skipped", "subject", m.Subject)
 			return
@@ -332,32 +340,32 @@ func (r *Registry) flush(ctx context.Context) error {
 		return nil
 	}
 	batch := r.applied
-	r.applied = map[string]events.GuardApplied{}
+	r.applied = map[reportKey]events.GuardApplied{}
 	r.mu.Unlock()
-	var instances []string
+	var instances, scopes []string
 	var seqs []int64
 	var started []time.Time
 	var tenants []string // each instance's tenants, comma-joined (identifiers hold no commas)
 	var ready []bool
-	for _, a := range batch {
-		instances = append(instances, a.Instance)
+	for k, a := range batch {
+		instances, scopes = append(instances, k.instance), append(scopes, k.scope)
 		seqs = append(seqs, int64(a.AppliedSeq))
 		started = append(started, a.StartedAt)
 		tenants = append(tenants, strings.Join(a.Tenants, ","))
 		ready = append(ready, a.Ready)
 	}
-	_, err := r.cfg.Pool.Exec(ctx, `INSERT INTO guard_instances AS g (instance, tenants, applied_seq, started_at, last_report_at)
-		SELECT i, CASE WHEN t = '' THEN '{}'::text[] ELSE string_to_array(t, ',') END,
+	_, err := r.cfg.Pool.Exec(ctx, `INSERT INTO guard_instances AS g (instance, scope, tenants, applied_seq, started_at, last_report_at)
+		SELECT i, sc, CASE WHEN t = '' THEN '{}'::text[] ELSE string_to_array(t, ',') END,
 		       CASE WHEN rd THEN s ELSE 0 END, st, clock_timestamp()
-		FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::bool[]) AS u(i, s, st, t, rd)
-		ON CONFLICT (instance) DO UPDATE SET
+		FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::bool[], $6::text[]) AS u(i, s, st, t, rd, sc)
+		ON CONFLICT (instance, scope) DO UPDATE SET
 			tenants = excluded.tenants,
 			-- A restarted instance starts over: its sequence may go down.
 			applied_seq = CASE WHEN excluded.started_at = g.started_at THEN greatest(g.applied_seq, excluded.applied_seq)
 			                   ELSE excluded.applied_seq END,
 			started_at = excluded.started_at,
 			last_report_at = excluded.last_report_at`,
-		instances, seqs, started, tenants, ready)
+		instances, seqs, started, tenants, ready, scopes)
 	if err != nil {
 		return err
 	}

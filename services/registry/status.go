@@ -111,7 +111,12 @@ const targetsSQL = `WITH op AS (
 	FROM tgt
 	JOIN op ON true
 	JOIN sessions s ON s.tenant_id = op.tenant_id AND s.session_id = tgt.session_id
-	LEFT JOIN guard_instances g ON g.instance = tgt.holder`
+	-- The holder's report for this tenant: its own, or its report as a
+	-- guard of every tenant (a report scoped to another tenant never counts).
+	LEFT JOIN LATERAL (
+		SELECT g.applied_seq, g.last_report_at FROM guard_instances g
+		WHERE g.instance = tgt.holder AND g.scope IN ('', op.tenant_id)
+		ORDER BY g.last_report_at DESC LIMIT 1) g ON true`
 
 // Operation computes the status of operation id.
 func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
@@ -128,7 +133,7 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 	}
 	live := fmt.Sprintf("%d milliseconds", r.cfg.Liveness.Milliseconds())
 	rows, err := r.cfg.Pool.Query(ctx, `SELECT instance, applied_seq, last_report_at FROM guard_instances
-		WHERE last_report_at > clock_timestamp() - $1::interval AND (tenants = '{}' OR $2 = ANY(tenants))
+		WHERE last_report_at > clock_timestamp() - $1::interval AND scope IN ('', $2)
 		ORDER BY instance`, live, tenant)
 	if err != nil {
 		return st, err

@@ -15,7 +15,15 @@ func TestKeysCommand(t *testing.T) {
 	dbURL := testenv.Database(t)
 	t.Setenv("DATABASE_URL", dbURL)
 	ctx := context.Background()
+	pool := testenv.Pool(t, dbURL)
 	var out bytes.Buffer
+	// A key for a tenant that does not exist would never work: refused.
+	if err := runKeys(ctx, []string{"create", "--tenant", "acme", "--role", "sync"}, &out); !errors.Is(err, keys.ErrUnknownTenant) {
+		t.Fatalf("a key for a missing tenant: %v, want ErrUnknownTenant", err)
+	}
+	if _, err := pool.Exec(ctx, "INSERT INTO tenants (id) VALUES ('acme')"); err != nil {
+		t.Fatal(err)
+	}
 	if err := runKeys(ctx, []string{"create", "--tenant", "acme", "--role", "sync", "--name", "okta-sync"}, &out); err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +32,6 @@ func TestKeysCommand(t *testing.T) {
 	if !strings.HasPrefix(token, keys.TokenPrefix) || strings.ContainsAny(token, " \t") {
 		t.Fatalf("last line %q is not the token alone", token)
 	}
-	pool := testenv.Pool(t, dbURL)
 	k, err := keys.Lookup(ctx, pool, token)
 	if err != nil || k.Role != keys.RoleSync || !k.Allows("acme") || k.Allows("other") || k.Name != "okta-sync" {
 		t.Fatalf("lookup: %+v, %v", k, err)

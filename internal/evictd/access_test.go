@@ -18,6 +18,7 @@ import (
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/keys"
 	"github.com/evict-dev/evict/internal/testenv"
+	"github.com/evict-dev/evict/pkg/client"
 	"github.com/evict-dev/evict/pkg/guard"
 )
 
@@ -91,10 +92,11 @@ func TestEveryRouteChecksCredentialRoleAndTenant(t *testing.T) {
 		"acme-viewer": {"permRead": true, "permMembersRead": true},
 		"acme-sync":   {"permMembersRead": true, "permMembersWrite": true},
 		"acme-admin":  {"permRead": true, "permMembersRead": true, "permMembersWrite": true, "permCommand": true},
-		"operator":    {"permRead": true, "permMembersRead": true, "permMembersWrite": true, "permCommand": true, "permOperator": true},
-		"bootstrap":   {"permRead": true, "permMembersRead": true, "permMembersWrite": true, "permCommand": true, "permOperator": true},
+		"operator":    {"permRead": true, "permMembersRead": true, "permMembersWrite": true, "permCommand": true, "permOperator": true, "permKeys": true},
+		"bootstrap":   {"permRead": true, "permMembersRead": true, "permMembersWrite": true, "permCommand": true, "permOperator": true, "permKeys": true},
 	}
-	fill := strings.NewReplacer("{tenant}", "acme", "{group}", "g1", "{user}", "u1", "{session}", "s1", "{device}", "d1", "{id}", acc.OperationID)
+	fill := strings.NewReplacer("{tenant}", "acme", "{group}", "g1", "{user}", "u1", "{session}", "s1", "{device}", "d1", "{id}", acc.OperationID,
+		"{key}", "0192f7a0-0000-7000-8000-000000000000")
 	hc := &http.Client{Timeout: 10 * time.Second}
 	n := 0
 	for _, rt := range adminRoutes(t) {
@@ -106,7 +108,7 @@ func TestEveryRouteChecksCredentialRoleAndTenant(t *testing.T) {
 				want = "401"
 			case name == "other-admin" && strings.Contains(rt.pattern, "{tenant}"):
 				want = "403"
-			case name == "other-admin": // the operation belongs to acme
+			case name == "other-admin" && strings.HasPrefix(rt.pattern, "/v1/operations/"): // the operation belongs to acme
 				want = "404"
 			case !allowed[name][rt.perm]:
 				want = "403"
@@ -179,6 +181,83 @@ func TestRateLimitPerCredential(t *testing.T) {
 	}
 	if code := get(token).StatusCode; code == http.StatusTooManyRequests {
 		t.Error("another credential was limited too")
+	}
+}
+
+// TestKeyManagementAPI: an operator creates, lists and revokes keys over
+// the API, as with `evictd keys`; the token is shown once and works within
+// its scope and role; bad requests change nothing; both acts are audited.
+func TestKeyManagementAPI(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	for _, tn := range []string{"acme", "globex"} {
+		if _, err := b.api.CreateTenant(ctx, tn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := []struct {
+		name string
+		key  client.NewKey
+		code string
+	}{
+		{"unknown role", client.NewKey{Role: "root", Tenants: []string{"acme"}}, "bad_request"},
+		{"neither tenants nor all", client.NewKey{Role: "admin"}, "bad_request"},
+		{"both tenants and all", client.NewKey{Role: "admin", Tenants: []string{"acme"}, AllTenants: true}, "bad_request"},
+		{"unknown tenant", client.NewKey{Role: "viewer", Tenants: []string{"acme", "initech"}}, "tenant_not_found"},
+		{"tenant with a wildcard", client.NewKey{Role: "viewer", Tenants: []string{"acme.>"}}, "invalid_identifier"},
+		{"bad expiry", client.NewKey{Role: "viewer", Tenants: []string{"acme"}, ExpiresIn: "a month"}, "bad_request"},
+		{"negative expiry", client.NewKey{Role: "viewer", Tenants: []string{"acme"}, ExpiresIn: "-1h"}, "bad_request"},
+	}
+	for _, tc := range bad {
+		if _, err := b.api.CreateKey(ctx, tc.key); !client.IsCode(err, tc.code) {
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.code)
+		}
+	}
+	if ks, err := b.api.Keys(ctx); err != nil || len(ks) != 0 {
+		t.Fatalf("after refused creations: %d keys, %v; want none", len(ks), err)
+	}
+
+	k, err := b.api.CreateKey(ctx, client.NewKey{Name: "acme-board", Role: "viewer", Tenants: []string{"acme"}, ExpiresIn: "24h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(k.Token, keys.TokenPrefix) || k.Role != "viewer" || k.ExpiresAt == nil || k.ExpiresAt.Before(time.Now().Add(23*time.Hour)) {
+		t.Fatalf("created %+v", k)
+	}
+	if code := getAs(t, b.d, "/v1/tenants/acme/sessions", k.Token).StatusCode; code != http.StatusOK {
+		t.Errorf("the new viewer key reading acme: %d, want 200", code)
+	}
+	if code := getAs(t, b.d, "/v1/tenants/globex/sessions", k.Token).StatusCode; code != http.StatusForbidden {
+		t.Errorf("the new acme key reading globex: %d, want 403", code)
+	}
+	viewer := client.New("http://"+b.d.HTTPAddr, k.Token, nil)
+	if _, err := viewer.CreateKey(ctx, client.NewKey{Role: "admin", AllTenants: true}); !client.IsCode(err, "forbidden") {
+		t.Errorf("a viewer key minting an operator key: %v, want forbidden", err)
+	}
+	ks, err := b.api.Keys(ctx)
+	if err != nil || len(ks) != 1 || ks[0].ID != k.ID || ks[0].LastUsedAt == nil {
+		t.Fatalf("listing: %+v, %v; want the one key, used", ks, err)
+	}
+	if err := b.api.RevokeKey(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if code := getAs(t, b.d, "/v1/tenants/acme/sessions", k.Token).StatusCode; code != http.StatusUnauthorized {
+		t.Errorf("the revoked key: %d, want 401", code)
+	}
+	if err := b.api.RevokeKey(ctx, k.ID); !client.IsCode(err, "key_not_found") {
+		t.Errorf("revoking twice: %v, want key_not_found", err)
+	}
+	if err := b.api.RevokeKey(ctx, "not-a-uuid"); !client.IsCode(err, "bad_request") {
+		t.Errorf("revoking a malformed id: %v, want bad_request", err)
+	}
+	pool := testenv.Pool(t, b.dbURL)
+	var created, revoked int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE action = 'key.create'), count(*) FILTER (WHERE action = 'key.revoke')
+		FROM audit_log WHERE detail->>'key_id' = $1`, k.ID).Scan(&created, &revoked); err != nil {
+		t.Fatal(err)
+	}
+	if created != 1 || revoked != 1 {
+		t.Errorf("audit: %d key.create, %d key.revoke for the key; want 1 and 1", created, revoked)
 	}
 }
 

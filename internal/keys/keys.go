@@ -15,7 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/evict-dev/evict/events"
 )
@@ -35,8 +35,16 @@ const (
 // (and to scan for).
 const TokenPrefix = "evk_"
 
-// ErrNotFound is returned for an unknown, revoked or expired key.
-var ErrNotFound = errors.New("keys: no such active key")
+// Errors; branch on them with errors.Is.
+var (
+	// ErrNotFound is returned for an unknown, revoked or expired key.
+	ErrNotFound = errors.New("keys: no such active key")
+	// ErrInvalid is returned for a key spec that cannot be created.
+	ErrInvalid = errors.New("keys: invalid key")
+	// ErrUnknownTenant is returned for a key scoped to a tenant that does
+	// not exist (most likely a typo: the key would never work).
+	ErrUnknownTenant = errors.New("keys: unknown tenant")
+)
 
 // Key is an API key's metadata; the token itself is never stored.
 type Key struct {
@@ -64,6 +72,14 @@ func (k Key) Allows(tenant string) bool {
 	return false
 }
 
+// DB is what the functions here need of a pool or a transaction: run them
+// in the caller's transaction to audit in the same commit.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Spec is a key to create.
 type Spec struct {
 	Name       string
@@ -75,22 +91,38 @@ type Spec struct {
 }
 
 // Create stores a new key and returns its token, which is shown once.
-func Create(ctx context.Context, pool *pgxpool.Pool, s Spec) (Key, string, error) {
+func Create(ctx context.Context, pool DB, s Spec) (Key, string, error) {
 	switch s.Role {
 	case RoleAdmin, RoleSync, RoleViewer, RoleGuard:
 	default:
-		return Key{}, "", fmt.Errorf("keys: role %q: want admin, sync, viewer or guard", s.Role)
+		return Key{}, "", fmt.Errorf("%w: role %q: want admin, sync, viewer or guard", ErrInvalid, s.Role)
 	}
 	if s.AllTenants == (len(s.Tenants) > 0) {
-		return Key{}, "", errors.New("keys: give tenants, or all tenants (an operator key), not both or neither")
+		return Key{}, "", fmt.Errorf("%w: give tenants, or all tenants (an operator key), not both or neither", ErrInvalid)
 	}
 	for _, t := range s.Tenants {
 		if err := events.CheckID("tenant", t); err != nil {
 			return Key{}, "", fmt.Errorf("keys: %w", err)
 		}
 	}
+	if len(s.Name) > 200 {
+		return Key{}, "", fmt.Errorf("%w: name longer than 200 bytes", ErrInvalid)
+	}
 	if s.Name == "" {
 		s.Name = s.Role
+	}
+	if s.TTL < 0 {
+		return Key{}, "", fmt.Errorf("%w: negative lifetime", ErrInvalid)
+	}
+	if len(s.Tenants) > 0 {
+		var missing []string
+		if err := pool.QueryRow(ctx, `SELECT coalesce(array_agg(t ORDER BY t), '{}') FROM unnest($1::text[]) AS t
+			WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE id = t)`, s.Tenants).Scan(&missing); err != nil {
+			return Key{}, "", fmt.Errorf("keys: %w", err)
+		}
+		if len(missing) > 0 {
+			return Key{}, "", fmt.Errorf("%w: %s", ErrUnknownTenant, strings.Join(missing, ", "))
+		}
 	}
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
@@ -127,7 +159,7 @@ func Hash(token string) []byte {
 
 // Lookup finds the active key of token and records its use. The comparison
 // is by hash, in the database: the secret is never compared byte by byte.
-func Lookup(ctx context.Context, pool *pgxpool.Pool, token string) (Key, error) {
+func Lookup(ctx context.Context, pool DB, token string) (Key, error) {
 	if !strings.HasPrefix(token, TokenPrefix) {
 		return Key{}, ErrNotFound
 	}
@@ -143,7 +175,7 @@ func Lookup(ctx context.Context, pool *pgxpool.Pool, token string) (Key, error) 
 }
 
 // List returns every key, newest first.
-func List(ctx context.Context, pool *pgxpool.Pool) ([]Key, error) {
+func List(ctx context.Context, pool DB) ([]Key, error) {
 	rows, err := pool.Query(ctx, `SELECT id, name, role, tenants, all_tenants, created_at, expires_at, revoked_at, last_used_at
 		FROM api_keys ORDER BY created_at DESC`)
 	if err != nil {
@@ -156,7 +188,7 @@ func List(ctx context.Context, pool *pgxpool.Pool) ([]Key, error) {
 }
 
 // Revoke revokes a key; it is refused from the next lookup on.
-func Revoke(ctx context.Context, pool *pgxpool.Pool, id uuid.UUID) error {
+func Revoke(ctx context.Context, pool DB, id uuid.UUID) error {
 	tag, err := pool.Exec(ctx, "UPDATE api_keys SET revoked_at = clock_timestamp() WHERE id = $1 AND revoked_at IS NULL", id)
 	if err != nil {
 		return fmt.Errorf("keys: revoke: %w", err)

@@ -185,6 +185,10 @@ func (s *Server) routes() {
 
 	auth("GET /v1/operations/{id}", permRead, s.getOperation)
 
+	auth("POST /v1/keys", permKeys, s.createKey)
+	auth("GET /v1/keys", permKeys, s.listKeys)
+	auth("DELETE /v1/keys/{key}", permKeys, s.revokeKey)
+
 }
 
 // unrouted answers what the mux matched no route for, in problem+json: 405

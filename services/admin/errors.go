@@ -32,6 +32,7 @@ const (
 	CodeServiceUnavailable = "unavailable"
 	CodeRateLimited        = "rate_limited"
 	CodeRequestTimeout     = "request_timeout"
+	CodeKeyNotFound        = "key_not_found"
 )
 
 // apiError is an error with the HTTP status and code it maps to.

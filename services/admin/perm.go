@@ -11,10 +11,11 @@ const (
 	permMembersWrite             // admin, sync
 	permCommand                  // admin
 	permOperator                 // an admin for every tenant (bootstrap, operator keys)
+	permKeys                     // the same: manage API and guard keys
 )
 
 func (p perm) String() string {
-	return [...]string{"read", "read memberships", "change memberships", "run commands", "create tenants"}[p]
+	return [...]string{"read", "read memberships", "change memberships", "run commands", "create tenants", "manage keys"}[p]
 }
 
 // allowedFor reports whether the principal's role grants p. Tenant scope is
@@ -29,7 +30,7 @@ func (p perm) allowedFor(pr principal) bool {
 		return pr.role == keys.RoleAdmin || pr.role == keys.RoleSync
 	case permCommand:
 		return pr.role == keys.RoleAdmin
-	case permOperator:
+	case permOperator, permKeys:
 		return pr.role == keys.RoleAdmin && pr.allTenants
 	}
 	return false

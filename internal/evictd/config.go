@@ -39,6 +39,12 @@ type Config struct {
 	// cannot hold a connection (or a half-read command) open. Zero means
 	// 5s and 30s.
 	ReadHeaderTimeout, ReadTimeout time.Duration
+	// OIDCIssuer, when set, makes the admin API also accept access tokens
+	// (JWTs) of that OpenID Connect issuer, found by discovery; they must
+	// carry OIDCAudience in "aud" and name the role and tenants in
+	// OIDCRoleClaim and OIDCTenantsClaim (defaults "evict_role" and
+	// "evict_tenants").
+	OIDCIssuer, OIDCAudience, OIDCRoleClaim, OIDCTenantsClaim string
 	// AuthFailureBurst bounds the failed authentications of one client
 	// address (then one per second); zero means 20.
 	AuthFailureBurst int
@@ -128,6 +134,8 @@ func ConfigFromEnv() (Config, error) {
 	if c.AuthFailureBurst, err = strconv.Atoi(Env("EVICT_AUTH_FAILURE_BURST", "20")); err != nil || c.AuthFailureBurst < 1 {
 		return c, fmt.Errorf("EVICT_AUTH_FAILURE_BURST: want a positive number, got %q", os.Getenv("EVICT_AUTH_FAILURE_BURST"))
 	}
+	c.OIDCIssuer, c.OIDCAudience = os.Getenv("EVICT_OIDC_ISSUER"), os.Getenv("EVICT_OIDC_AUDIENCE")
+	c.OIDCRoleClaim, c.OIDCTenantsClaim = Env("EVICT_OIDC_ROLE_CLAIM", "evict_role"), Env("EVICT_OIDC_TENANTS_CLAIM", "evict_tenants")
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(Env("EVICT_LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("EVICT_LOG_LEVEL: %w", err)

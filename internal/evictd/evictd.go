@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -69,6 +70,28 @@ type Daemon struct {
 	err      error
 	wg       sync.WaitGroup
 	stopOnce sync.Once
+}
+
+// newOIDC discovers the issuer of cfg.OIDCIssuer, if set. ctx bounds the
+// discovery and the later fetches of the issuer's keys: the daemon's.
+func newOIDC(ctx context.Context, cfg Config) (*admin.OIDC, error) {
+	if cfg.OIDCIssuer == "" {
+		return nil, nil
+	}
+	if cfg.OIDCAudience == "" {
+		// Without an audience, a token the issuer minted for any other
+		// application would be accepted here.
+		return nil, errors.New("evictd: EVICT_OIDC_AUDIENCE is required with EVICT_OIDC_ISSUER")
+	}
+	p, err := oidc.NewProvider(ctx, cfg.OIDCIssuer)
+	if err != nil {
+		return nil, fmt.Errorf("evictd: EVICT_OIDC_ISSUER %s: discovery: %w", cfg.OIDCIssuer, err)
+	}
+	return &admin.OIDC{
+		Verifier:     p.Verifier(&oidc.Config{ClientID: cfg.OIDCAudience, SupportedSigningAlgs: admin.SigningAlgs}),
+		RoleClaim:    cmp.Or(cfg.OIDCRoleClaim, "evict_role"),
+		TenantsClaim: cmp.Or(cfg.OIDCTenantsClaim, "evict_tenants"),
+	}, nil
 }
 
 // guardKey admits a guard key (role guard) on the embedded NATS server.
@@ -181,7 +204,11 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	api, err := admin.New(admin.Config{Pool: d.pool, AdminToken: d.AdminToken, Registerer: reg, Logger: log, Registry: registrySvc,
+	oidcCfg, err := newOIDC(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	api, err := admin.New(admin.Config{OIDC: oidcCfg, Pool: d.pool, AdminToken: d.AdminToken, Registerer: reg, Logger: log, Registry: registrySvc,
 		RateLimit: cfg.RateLimit, Burst: cfg.RateBurst, AuthFailureBurst: cfg.AuthFailureBurst,
 		Ready: func(r *http.Request) error {
 			if err := d.pool.Ping(r.Context()); err != nil {

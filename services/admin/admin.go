@@ -56,6 +56,8 @@ type Config struct {
 	// and 200.
 	RateLimit float64
 	Burst     int
+	// OIDC, when set, also accepts access tokens of an identity provider.
+	OIDC *OIDC
 	// AuthFailureBurst is how many failed authentications one client
 	// address may make at once (then one per second) before its failures
 	// get 429, unaudited, so that a flood of bad tokens cannot fill the
@@ -75,6 +77,7 @@ type Server struct {
 	feed     feed
 	limits   limiter
 	failures limiter // failed authentications per client address
+	oidc     *OIDC
 	token    []byte
 	maxBody  int64
 	maxBulk  int
@@ -104,6 +107,7 @@ func New(cfg Config) (*Server, error) {
 		maxBulk:  cfg.MaxBulkUsers,
 		log:      cfg.Logger,
 		ready:    cfg.Ready,
+		oidc:     cfg.OIDC,
 		metrics:  newMetrics(cfg.Registerer),
 		mux:      http.NewServeMux(),
 	}
@@ -279,6 +283,9 @@ func (s *Server) authenticate(r *http.Request) (principal, error) {
 	}
 	if subtle.ConstantTimeCompare([]byte(token), s.token) == 1 {
 		return principal{name: "bootstrap", role: keys.RoleAdmin, allTenants: true}, nil
+	}
+	if s.oidc != nil && !strings.HasPrefix(token, keys.TokenPrefix) {
+		return s.oidc.principal(r.Context(), token)
 	}
 	k, err := keys.Lookup(r.Context(), s.pool, token)
 	if errors.Is(err, keys.ErrNotFound) {

@@ -42,7 +42,7 @@ func run() error {
 	fmt.Fprintf(os.Stderr, "evictd: admin API  %s://%s  (OpenAPI at /v1/openapi.json, metrics at /metrics)\n", d.HTTPScheme, d.HTTPAddr)
 	fmt.Fprintf(os.Stderr, "evictd: NATS       %s\n", evictd.RedactURL(d.NATSURL))
 	if d.GuardPasswordFile != "" {
-		fmt.Fprintf(os.Stderr, "evictd: NATS users guard (session holders; password in %s) and evictd (evict's services)\n", d.GuardPasswordFile)
+		fmt.Fprintf(os.Stderr, "evictd: NATS users guard (session holders; password in %s), notifier (evict-push) and evictd; tenant-scoped guards: evictd keys create --role guard\n", d.GuardPasswordFile)
 	}
 	if d.TokenFile != "" {
 		fmt.Fprintf(os.Stderr, "evictd: admin token %s  (stored in %s)\n", d.AdminToken, d.TokenFile)

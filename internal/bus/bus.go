@@ -31,6 +31,9 @@ type EmbeddedConfig struct {
 	// holders of every tenant), with the permissions of
 	// deploy/nats/accounts.conf.
 	EvictdPassword, GuardPassword string
+	// NotifierPassword, when set with them, admits user "notifier": a
+	// standalone push notifier (cmd/evict-push), with NotifierPermissions.
+	NotifierPassword string
 	// GuardKeys, when set with the passwords, also admits session holders
 	// that present a guard key (`evictd keys create --role guard`) as their
 	// connection token, with the permissions of TenantGuardPermissions for
@@ -42,9 +45,35 @@ type EmbeddedConfig struct {
 
 // Users of the embedded server.
 const (
-	EvictdUser = "evictd"
-	GuardUser  = "guard"
+	EvictdUser   = "evictd"
+	GuardUser    = "guard"
+	NotifierUser = "notifier"
 )
+
+// NotifierDurable names the push notifiers' shared durable consumer on
+// EVICT_STATE; the notifier user's permissions name it.
+const NotifierDurable = "evict-push"
+
+// NotifierInbox is the reply-subject prefix of the push notifier: the only
+// subjects the notifier user may subscribe to (below it). cmd/evict-push
+// connects with nats.CustomInboxPrefix(NotifierInbox).
+const NotifierInbox = "_INBOX.evict-push"
+
+// NotifierPermissions are those of a standalone push notifier whose shared
+// durable consumer on EVICT_STATE is named durable: it creates and reads
+// that consumer and acknowledges its messages, nothing else; it can neither
+// publish state nor read anyone else's deliveries.
+func NotifierPermissions(durable string) *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{
+			Allow: []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.EVICT_STATE",
+				"$JS.API.CONSUMER.CREATE.EVICT_STATE." + durable, "$JS.API.CONSUMER.INFO.EVICT_STATE." + durable,
+				"$JS.API.CONSUMER.MSG.NEXT.EVICT_STATE." + durable, "$JS.ACK.EVICT_STATE." + durable + ".>"},
+			Deny: []string{"evict.state.>", "evict.events.>"},
+		},
+		Subscribe: &server.SubjectPermission{Allow: []string{NotifierInbox + ".>"}},
+	}
+}
 
 // Permissions the embedded server gives its users; deploy/nats/accounts.conf
 // carries the same for an external NATS.
@@ -101,8 +130,8 @@ type GuardKey struct {
 
 // authenticator admits evictd, the all-tenant guard user and guard keys.
 type authenticator struct {
-	evictdPW, guardPW string
-	keys              func(ctx context.Context, token string) (GuardKey, error)
+	evictdPW, guardPW, notifierPW string
+	keys                          func(ctx context.Context, token string) (GuardKey, error)
 }
 
 func (a *authenticator) Check(c server.ClientAuthentication) bool {
@@ -113,6 +142,9 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	switch {
 	case o.Username == EvictdUser && same(o.Password, a.evictdPW):
 		c.RegisterUser(&server.User{Username: EvictdUser, Permissions: EvictdPermissions})
+		return true
+	case o.Username == NotifierUser && same(o.Password, a.notifierPW):
+		c.RegisterUser(&server.User{Username: NotifierUser, Permissions: NotifierPermissions(NotifierDurable)})
 		return true
 	case o.Username == GuardUser && same(o.Password, a.guardPW):
 		c.RegisterUser(&server.User{Username: GuardUser, Permissions: GuardPermissions})
@@ -169,7 +201,8 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		opts.TLSTimeout = 2
 	}
 	if cfg.EvictdPassword != "" && cfg.GuardPassword != "" {
-		opts.CustomClientAuthentication = &authenticator{evictdPW: cfg.EvictdPassword, guardPW: cfg.GuardPassword, keys: cfg.GuardKeys}
+		opts.CustomClientAuthentication = &authenticator{evictdPW: cfg.EvictdPassword, guardPW: cfg.GuardPassword,
+			notifierPW: cfg.NotifierPassword, keys: cfg.GuardKeys}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -278,6 +278,7 @@ var natsPasswords = map[string]string{
 	"EVICTD_NATS_PASSWORD":     "evictdSecret7",
 	"GUARD_NATS_PASSWORD":      "guardSecret7",
 	"GUARD_ACME_NATS_PASSWORD": "guardAcmeSecret7",
+	"NOTIFIER_NATS_PASSWORD":   "notifierSecret7",
 	"NATS_SYS_PASSWORD":        "sysSecret7",
 }
 
@@ -291,7 +292,8 @@ func setNATSPasswords(t *testing.T) {
 // natsURL is srv's client URL with user's credentials, the form
 // EVICT_NATS_URL takes in deploy/.
 func natsURL(srv *server.Server, user string) string {
-	pw := natsPasswords[map[string]string{"evictd": "EVICTD_NATS_PASSWORD", "guard": "GUARD_NATS_PASSWORD", "guard-acme": "GUARD_ACME_NATS_PASSWORD", "sys": "NATS_SYS_PASSWORD"}[user]]
+	pw := natsPasswords[map[string]string{"evictd": "EVICTD_NATS_PASSWORD", "guard": "GUARD_NATS_PASSWORD", "guard-acme": "GUARD_ACME_NATS_PASSWORD",
+		"notifier": "NOTIFIER_NATS_PASSWORD", "sys": "NATS_SYS_PASSWORD"}[user]]
 	return strings.Replace(srv.ClientURL(), "nats://", "nats://"+user+":"+pw+"@", 1)
 }
 
@@ -457,34 +459,39 @@ func TestDeployNATSPermissions(t *testing.T) {
 	}
 }
 
-// TestDeployNATSTenantGuard: the tenant-scoped user of accounts.conf has
-// exactly the permissions the embedded server gives a guard key of that
-// tenant (TestTenantGuardKey shows what they allow and refuse), and a guard
-// on it follows its tenant against a server configured from deploy/.
+// TestDeployNATSTenantGuard: the tenant-scoped guard user and the notifier
+// user of accounts.conf have exactly the permissions the embedded server
+// gives a guard key of that tenant and its notifier user (TestTenantGuardKey
+// and TestNotifierCredential show what they allow and refuse), and a guard
+// on guard-acme follows its tenant against a server configured from deploy/.
 func TestDeployNATSTenantGuard(t *testing.T) {
 	setNATSPasswords(t)
 	opts := deployAccountsOptions(t)
-	var got *server.Permissions
-	for _, u := range opts.Users {
-		if u.Username == "guard-acme" {
-			got = u.Permissions
-		}
-	}
-	if got == nil || got.Publish == nil || got.Subscribe == nil {
-		t.Fatal("accounts.conf has no guard-acme user with publish and subscribe permissions")
-	}
-	want := bus.TenantGuardPermissions([]string{"acme"}, "_INBOX.guard-acme")
-	for _, c := range []struct {
-		name      string
-		got, want []string
-	}{
-		{"publish allow", got.Publish.Allow, want.Publish.Allow},
-		{"publish deny", got.Publish.Deny, want.Publish.Deny},
-		{"subscribe allow", got.Subscribe.Allow, want.Subscribe.Allow},
-		{"subscribe deny", got.Subscribe.Deny, want.Subscribe.Deny},
+	for user, want := range map[string]*server.Permissions{
+		"guard-acme": bus.TenantGuardPermissions([]string{"acme"}, "_INBOX.guard-acme"),
+		"notifier":   bus.NotifierPermissions(bus.NotifierDurable),
 	} {
-		if !slices.Equal(slices.Sorted(slices.Values(c.got)), slices.Sorted(slices.Values(c.want))) {
-			t.Errorf("accounts.conf guard-acme %s = %q; bus.TenantGuardPermissions gives %q", c.name, c.got, c.want)
+		var got *server.Permissions
+		for _, u := range opts.Users {
+			if u.Username == user {
+				got = u.Permissions
+			}
+		}
+		if got == nil || got.Publish == nil || got.Subscribe == nil {
+			t.Fatalf("accounts.conf has no %s user with publish and subscribe permissions", user)
+		}
+		for _, c := range []struct {
+			name      string
+			got, want []string
+		}{
+			{"publish allow", got.Publish.Allow, want.Publish.Allow},
+			{"publish deny", got.Publish.Deny, want.Publish.Deny},
+			{"subscribe allow", got.Subscribe.Allow, want.Subscribe.Allow},
+			{"subscribe deny", got.Subscribe.Deny, want.Subscribe.Deny},
+		} {
+			if !slices.Equal(slices.Sorted(slices.Values(c.got)), slices.Sorted(slices.Values(c.want))) {
+				t.Errorf("accounts.conf %s %s = %q; internal/bus gives %q", user, c.name, c.got, c.want)
+			}
 		}
 	}
 	ns := startNATS(t, opts)

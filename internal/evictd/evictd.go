@@ -52,6 +52,10 @@ type Daemon struct {
 	// ServiceNATSURL is the NATS URL of evict's own services (evict-push,
 	// tools): the embedded server's with the evictd user, or EVICT_NATS_URL.
 	ServiceNATSURL string
+	// NotifierNATSURL is the NATS URL of a standalone push notifier
+	// (cmd/evict-push): the embedded server's with the notifier user, or
+	// EVICT_NATS_URL.
+	NotifierNATSURL string
 	// GuardPasswordFile holds the embedded server's guard password ("" with
 	// an external NATS).
 	GuardPasswordFile string
@@ -137,7 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 
-	d.NATSURL, d.ServiceNATSURL = cfg.NATSURL, cfg.NATSURL
+	d.NATSURL, d.ServiceNATSURL, d.NotifierNATSURL = cfg.NATSURL, cfg.NATSURL, cfg.NATSURL
 	if d.NATSURL == "" {
 		// The embedded server requires credentials: evict's services and
 		// session holders get different permissions (a guard may never
@@ -150,14 +154,19 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		if err != nil {
 			return nil, err
 		}
+		notifierPW, err := d.secret(cfg.DataDir, "nats-notifier-password", "")
+		if err != nil {
+			return nil, err
+		}
 		d.GuardPasswordFile = filepath.Join(cfg.DataDir, "nats-guard-password")
 		ec := bus.EmbeddedConfig{
-			Listen:         cfg.NATSListen,
-			StoreDir:       filepath.Join(cfg.DataDir, "jetstream"),
-			Name:           "evictd",
-			EvictdPassword: evictdPW,
-			GuardPassword:  guardPW,
-			GuardKeys:      d.guardKey,
+			Listen:           cfg.NATSListen,
+			StoreDir:         filepath.Join(cfg.DataDir, "jetstream"),
+			Name:             "evictd",
+			EvictdPassword:   evictdPW,
+			GuardPassword:    guardPW,
+			NotifierPassword: notifierPW,
+			GuardKeys:        d.guardKey,
 		}
 		var natsOpts []nats.Option
 		if cfg.NATSTLSCertFile != "" || cfg.NATSTLSKeyFile != "" {
@@ -175,6 +184,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		d.natsOpts = natsOpts
 		d.NATSURL = withUser(d.ns.ClientURL(), bus.GuardUser, guardPW)
 		d.ServiceNATSURL = withUser(d.ns.ClientURL(), bus.EvictdUser, evictdPW)
+		d.NotifierNATSURL = withUser(d.ns.ClientURL(), bus.NotifierUser, notifierPW)
 	}
 	d.nc, err = nats.Connect(d.ServiceNATSURL, append(d.natsOpts, nats.Name("evictd"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),

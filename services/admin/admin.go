@@ -78,14 +78,16 @@ type Server struct {
 	limits   limiter
 	failures limiter // failed authentications per client address
 	oidc     *OIDC
-	token    []byte
-	maxBody  int64
-	maxBulk  int
-	log      *slog.Logger
-	ready    func(*http.Request) error
-	metrics  *metrics
-	mux      *http.ServeMux
-	handler  http.Handler
+	// suppressed counts failures answered 429 since the last audit flush.
+	suppressed suppressedFailures
+	token      []byte
+	maxBody    int64
+	maxBulk    int
+	log        *slog.Logger
+	ready      func(*http.Request) error
+	metrics    *metrics
+	mux        *http.ServeMux
+	handler    http.Handler
 }
 
 // New returns a Server for cfg.
@@ -246,8 +248,10 @@ func (s *Server) authenticated(need perm, h handlerFunc) http.Handler {
 		p, err := s.authenticate(r)
 		if err != nil {
 			// A flood of bad tokens from one address must not fill the
-			// audit log: past a burst, its failures get 429 unaudited.
+			// audit log: past a burst, its failures get 429 and are
+			// audited as one counted row per address and second.
 			if wait, ok := s.failures.allow(clientIP(r)); !ok {
+				s.suppressed.add(clientIP(r))
 				w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 				return errorf(http.StatusTooManyRequests, CodeRateLimited, "too many failed authentications from this address; retry after %s", wait.Round(time.Millisecond))
 			}

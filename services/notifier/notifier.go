@@ -27,11 +27,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/bus"
 	"github.com/evict-dev/evict/services/push/provider"
 )
 
 // ConsumerName is the durable consumer all notifier replicas share.
-const ConsumerName = "evict-push"
+const ConsumerName = bus.NotifierDurable
 
 // Config configures a Notifier.
 type Config struct {
@@ -95,10 +96,10 @@ func New(cfg Config) (*Notifier, error) {
 		wake: make(chan struct{}, 1), metrics: newMetrics(cfg.Registerer)}, nil
 }
 
-// Run consumes and sends until ctx ends. Deliveries claimed when ctx ends
-// are left to their lease.
-func (n *Notifier) Run(ctx context.Context) error {
-	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StateStream, jetstream.ConsumerConfig{
+// ConsumerConfig is the durable consumer all notifier replicas share: the
+// logouts that end sessions (tenant, user, session), from now on.
+func ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
 		Durable: ConsumerName,
 		FilterSubjects: []string{
 			events.StatePrefix + "*." + events.KindTenant,
@@ -111,7 +112,13 @@ func (n *Notifier) Run(ctx context.Context) error {
 		AckWait:       30 * time.Second,
 		MaxAckPending: 256,
 		MaxDeliver:    -1,
-	})
+	}
+}
+
+// Run consumes and sends until ctx ends. Deliveries claimed when ctx ends
+// are left to their lease.
+func (n *Notifier) Run(ctx context.Context) error {
+	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StateStream, ConsumerConfig())
 	if err != nil {
 		return fmt.Errorf("notifier: consumer: %w", err)
 	}

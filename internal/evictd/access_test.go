@@ -473,7 +473,21 @@ func TestTenantGuardKey(t *testing.T) {
 	if err := keys.Revoke(ctx, pool, k.ID); err != nil {
 		t.Fatal(err)
 	}
-	for name, tok := range map[string]string{"admin key": adminKey, "revoked guard key": revoked, "unknown key": keys.TokenPrefix + "x"} {
+	// Revoking the key also closes its open connections.
+	live, err := nats.Connect(natsURL, append(guard.KeyOptions(acmeKey), nats.NoReconnect())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	acmeID, err := keys.Lookup(ctx, pool, acmeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.Revoke(ctx, pool, acmeID.ID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the revoked key's connection closed", live.IsClosed)
+	for name, tok := range map[string]string{"admin key": adminKey, "revoked guard key": revoked, "revoked live key": acmeKey, "unknown key": keys.TokenPrefix + "x"} {
 		if nc, err := nats.Connect(natsURL, guard.KeyOptions(tok)...); err == nil {
 			nc.Close()
 			t.Errorf("NATS accepted the %s", name)

@@ -13,16 +13,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -113,6 +116,52 @@ func (d *Daemon) guardKey(ctx context.Context, token string) (bus.GuardKey, erro
 		gk.ExpiresAt = *k.ExpiresAt
 	}
 	return gk, nil
+}
+
+// cutRevokedGuardKeys closes, every 2 seconds, the embedded server's
+// connections of guard keys that were revoked or expired since they
+// connected: the server checks a key only at connect, and a revoked
+// credential must not keep reading.
+func (d *Daemon) cutRevokedGuardKeys(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		connz, err := d.ns.Connz(&server.ConnzOptions{Username: true, Limit: 1 << 20})
+		if err != nil {
+			continue
+		}
+		byKey := map[string][]uint64{}
+		for _, c := range connz.Conns {
+			if id, ok := strings.CutPrefix(c.AuthorizedUser, "key:"); ok {
+				byKey[id] = append(byKey[id], c.Cid)
+			}
+		}
+		if len(byKey) == 0 {
+			continue
+		}
+		ids := slices.Collect(maps.Keys(byKey))
+		rows, err := d.pool.Query(ctx, `SELECT id::text FROM api_keys WHERE id::text = ANY($1)
+			AND (revoked_at IS NOT NULL OR expires_at <= clock_timestamp())`, ids)
+		if err != nil {
+			continue
+		}
+		gone, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			continue
+		}
+		for _, id := range gone {
+			for _, cid := range byKey[id] {
+				if err := d.ns.DisconnectClientByID(cid); err == nil {
+					d.log.Info("closed the NATS connection of a revoked guard key", "key", id, "cid", cid)
+				}
+			}
+		}
+	}
 }
 
 // Start starts evictd and returns once it serves. It stops when ctx ends;
@@ -306,6 +355,13 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 			log.Error("admin API stopped", "err", err)
 		}
 	}()
+	if d.ns != nil {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.cutRevokedGuardKeys(relayCtx)
+		}()
+	}
 	go func() {
 		<-ctx.Done()
 		d.shutdown(stopRelay)

@@ -292,12 +292,15 @@ func (g *Guard) AppliedSequence() uint64 { return g.appliedSq.Load() }
 // tenant reads one feed, evict.state.>. A guard limited to tenants reads one
 // feed per tenant plus one for the heartbeat: NATS permissions can bind a
 // single-filter consumer to a tenant, not a multi-filter one (see
-// internal/bus.TenantGuardPermissions).
+// internal/bus.TenantGuardPermissions). With separate feeds, a heartbeat
+// vouches for the tenant feeds only as far as they keep up with it; they
+// read the same stream on the same connection, so they lag by their own
+// backlog at most, and a stalled one is re-created by its ordered consumer.
 type feed struct {
 	tenant  string // "" for the all-tenant feed and the heartbeat feed
 	filter  string
 	applied atomic.Uint64 // stream sequence of the last message applied
-	caught  bool          // has seen the end of the stream once; apply goroutine only
+	caught  bool          // has seen the end of the stream once; under applyMu, or before following
 }
 
 func newFeeds(tenants []string) ([]*feed, error) {

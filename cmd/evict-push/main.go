@@ -3,6 +3,12 @@
 // JetStream consumer and claim deliveries from PostgreSQL, so any number
 // can run at once.
 //
+// SIGTERM or SIGINT stops it cleanly: it claims nothing more, finishes and
+// records the pushes it is sending, releases the rest of what it claimed to
+// the other replicas, and exits 0. A replica stopped this way causes no push
+// to be sent twice; one killed (SIGKILL) may cause the pushes it had in
+// flight, at most one per worker, to be sent again (docs/push.md).
+//
 // Environment:
 //
 //	EVICT_NATS_URL       NATS of evictd (required)
@@ -10,7 +16,7 @@
 //	EVICT_HTTP_ADDR      /metrics, /healthz; default 127.0.0.1:7422
 //	EVICT_INSTANCE       replica name in leases; default host-pid
 //	EVICT_PUSH_WORKERS   concurrent sends; default 32
-//	EVICT_PUSH_LEASE     how long a claimed delivery is this replica's; default 30s
+//	EVICT_PUSH_LEASE     how long a claimed delivery is this replica's (a send gets a third); default 30s
 //	EVICT_APNS_*, EVICT_FCM_*, EVICT_WEBHOOK_*  providers, as for evictd (docs/push.md)
 package main
 

@@ -48,7 +48,9 @@ type Config struct {
 	// MaxAttempts before a retryable failure becomes a dead letter. Default 8.
 	MaxAttempts int
 	// Lease is how long a claimed delivery is this replica's; a replica
-	// that dies mid-send leaves it to others after the lease. Default 30s.
+	// that dies mid-send leaves it to others after the lease. A send is
+	// given a third of it, and begins only while two thirds remain, so
+	// that it is answered and recorded before the lease ends. Default 30s.
 	Lease time.Duration
 	// Expiration is how long a provider may keep trying to deliver. Default 1h.
 	Expiration time.Duration
@@ -95,8 +97,10 @@ func New(cfg Config) (*Notifier, error) {
 		wake: make(chan struct{}, 1), metrics: newMetrics(cfg.Registerer)}, nil
 }
 
-// Run consumes and sends until ctx ends. Deliveries claimed when ctx ends
-// are left to their lease.
+// Run consumes and sends until ctx ends, then drains: it claims nothing
+// more, finishes and records the sends under way, releases the deliveries
+// it claimed but did not send, and returns. Nothing it handed to a provider
+// is left unrecorded, so nothing is sent again because it stopped.
 func (n *Notifier) Run(ctx context.Context) error {
 	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StateStream, jetstream.ConsumerConfig{
 		Durable: ConsumerName,
@@ -226,16 +230,20 @@ type delivery struct {
 	operation                  uuid.NullUUID
 	eventTime                  time.Time
 	attempts                   int
+	// claimedUntil is the lease as the claim wrote it: a release matches
+	// it, so that it never touches a delivery another claim took since.
+	claimedUntil time.Time
 }
 
 // claimBatch is how many deliveries a worker claims at once: one claim
-// round trip then serves that many pushes. Claimed but unsent deliveries of
-// a dying replica are simply sent by another after the lease.
+// round trip then serves that many pushes. Claimed but unsent deliveries
+// are released when the notifier stops, and left to the lease when it dies.
 const claimBatch = 16
 
 // work claims due deliveries and sends them until ctx ends.
 func (n *Notifier) work(ctx context.Context) {
 	for ctx.Err() == nil {
+		start := time.Now()
 		batch, err := n.claim(ctx)
 		if err != nil && ctx.Err() == nil {
 			n.log.Warn("claim deliveries", "err", err)
@@ -253,14 +261,37 @@ func (n *Notifier) work(ctx context.Context) {
 			}
 			continue
 		}
-		for _, d := range batch {
-			// Each outcome is recorded as soon as it is known: a push the
-			// provider accepted but that a dying replica never recorded is
-			// sent again, so that window stays one push per worker.
-			if o, ok := n.send(ctx, d); ok {
-				n.finish(ctx, o)
-			}
+		// The lease began no earlier than start: measured from there, the
+		// local deadline is never later than the one other replicas see.
+		n.sendBatch(ctx, batch, start.Add(n.cfg.Lease))
+	}
+}
+
+// sendBatch sends the claimed deliveries one at a time and records each
+// outcome before the next send, so that a replica killed mid-batch leaves at
+// most one push per worker accepted by the provider but unrecorded.
+//
+// A send begins only while two thirds of the lease remain and is given a
+// third: it and its record end before the lease does, so no other replica
+// can claim a delivery while it is being sent. A send that has begun is
+// finished and recorded even when ctx ends; then, or when the lease runs
+// short, the rest of the batch is released for any replica to claim at once.
+func (n *Notifier) sendBatch(ctx context.Context, batch []delivery, leaseEnd time.Time) {
+	step := n.cfg.Lease / 3
+	// Outlives ctx: stopping must not abandon a push the provider may
+	// already have accepted.
+	bg := context.WithoutCancel(ctx)
+	for i, d := range batch {
+		if ctx.Err() != nil || time.Until(leaseEnd) < 2*step {
+			n.release(bg, batch[i:])
+			return
 		}
+		sctx, cancel := context.WithTimeout(bg, step)
+		o := n.send(sctx, d)
+		cancel()
+		rctx, cancel := context.WithTimeout(bg, step)
+		n.finish(rctx, o)
+		cancel()
 	}
 }
 
@@ -275,15 +306,36 @@ func (n *Notifier) claim(ctx context.Context) ([]delivery, error) {
 			ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) c
 		WHERE p.event_id = c.event_id AND p.provider = c.provider AND p.token = c.token
 		RETURNING p.event_id, p.provider, p.token, coalesce(p.topic, ''), p.tenant_id, p.user_id, p.session_id,
-			p.operation_id, p.event_time, p.attempts`,
+			p.operation_id, p.event_time, p.attempts, p.claimed_until`,
 		fmt.Sprintf("%d milliseconds", n.cfg.Lease.Milliseconds()), n.cfg.Instance, claimBatch)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (d delivery, err error) {
-		err = row.Scan(&d.eventID, &d.providerName, &d.token, &d.topic, &d.tenant, &d.user, &d.session, &d.operation, &d.eventTime, &d.attempts)
+		err = row.Scan(&d.eventID, &d.providerName, &d.token, &d.topic, &d.tenant, &d.user, &d.session, &d.operation,
+			&d.eventTime, &d.attempts, &d.claimedUntil)
 		return d, err
 	})
+}
+
+// release hands claimed deliveries that were not sent back to the queue,
+// due at once, as if never claimed.
+func (n *Notifier) release(ctx context.Context, ds []delivery) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.Lease/3)
+	defer cancel()
+	ids, providers, tokens, until := make([]uuid.UUID, len(ds)), make([]string, len(ds)), make([]string, len(ds)), make([]time.Time, len(ds))
+	for i, d := range ds {
+		ids[i], providers[i], tokens[i], until[i] = d.eventID, d.providerName, d.token, d.claimedUntil
+	}
+	_, err := n.cfg.Pool.Exec(ctx, `UPDATE push_deliveries p SET status = 'pending', attempts = p.attempts - 1,
+			claimed_until = NULL, claimed_by = NULL
+		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS r(event_id, provider, token, claimed_until)
+		WHERE p.event_id = r.event_id AND p.provider = r.provider AND p.token = r.token
+		  AND p.status = 'sending' AND p.claimed_until = r.claimed_until`, ids, providers, tokens, until)
+	if err != nil {
+		// Harmless: the lease hands them out when it ends.
+		n.log.Warn("release claimed deliveries", "err", err, "deliveries", len(ds))
+	}
 }
 
 // outcome is what became of one delivery.
@@ -295,14 +347,13 @@ type outcome struct {
 	retryIn    time.Duration
 }
 
-// send makes one attempt. ok is false when ctx ended first: the lease
-// then hands the delivery to another replica.
-func (n *Notifier) send(ctx context.Context, d delivery) (outcome, bool) {
+// send makes one attempt, bounded by ctx, and classifies its outcome.
+func (n *Notifier) send(ctx context.Context, d delivery) outcome {
 	o := outcome{d: d}
 	sender, ok := n.cfg.Senders[d.providerName]
 	if !ok {
 		o.status, o.lastErr = "failed", fmt.Sprintf("no %s provider configured", d.providerName)
-		return o, true
+		return o
 	}
 	p := provider.Push{Token: d.token, Topic: d.topic, CollapseID: "evict-logout",
 		Tenant: d.tenant, User: d.user, Session: d.session, EventID: d.eventID.String(),
@@ -310,31 +361,30 @@ func (n *Notifier) send(ctx context.Context, d delivery) (outcome, bool) {
 	if d.operation.Valid {
 		p.OperationID = d.operation.UUID.String()
 	}
-	sctx, cancel := context.WithTimeout(ctx, n.cfg.Lease/2)
-	res, err := sender.Send(sctx, p)
-	cancel()
+	res, err := sender.Send(ctx, p)
+	// The provider did not answer in time; it may still have accepted the
+	// push, and a retry carries the same message id.
+	timedOut := errors.Is(err, context.DeadlineExceeded)
 	switch {
 	case err == nil:
 		n.metrics.latency.WithLabelValues(d.providerName).Observe(time.Since(d.eventTime).Seconds())
 		o.status, o.providerID = "pushed", res.ProviderID
-	case ctx.Err() != nil:
-		return o, false
 	case errors.Is(err, provider.ErrTokenInvalid):
 		o.status, o.providerID, o.lastErr = "token_removed", res.ProviderID, err.Error()
-	case errors.Is(err, provider.ErrRetryable) && d.attempts < n.cfg.MaxAttempts:
+	case (timedOut || errors.Is(err, provider.ErrRetryable)) && d.attempts < n.cfg.MaxAttempts:
 		wait := time.Duration(1<<min(d.attempts, 10)) * time.Second
 		if after, ok := provider.RetryAfter(err); ok && after > wait {
 			wait = after
 		}
 		n.metrics.retries.WithLabelValues(d.providerName).Inc()
 		o.status, o.lastErr, o.retryIn = "pending", err.Error(), wait
-	case errors.Is(err, provider.ErrRetryable):
+	case timedOut || errors.Is(err, provider.ErrRetryable):
 		o.status, o.lastErr = "dead", err.Error()
 	default:
 		o.status, o.lastErr = "failed", err.Error()
 	}
 	n.metrics.pushes.WithLabelValues(d.providerName, o.status).Inc()
-	return o, true
+	return o
 }
 
 // finish records a delivery's outcome; a removed token is cleared from
@@ -353,7 +403,8 @@ func (n *Notifier) finish(ctx context.Context, o outcome) {
 		_, err = tx.Exec(ctx, `UPDATE sessions SET push_token = NULL WHERE push_provider = $1 AND push_token = $2`, o.d.providerName, o.d.token)
 		return err
 	})
-	if err != nil && ctx.Err() == nil {
+	if err != nil {
+		// The lease hands the delivery out again: it is sent once more.
 		n.log.Warn("record push outcome", "err", err, "status", o.status)
 	}
 }

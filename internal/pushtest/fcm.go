@@ -70,6 +70,7 @@ type FCM struct {
 
 // FCMSend is a message the send endpoint accepted for answering.
 type FCMSend struct {
+	At          time.Time // by the fake's clock
 	Path        string
 	AccessToken string
 	Message     FCMMessage
@@ -334,7 +335,7 @@ func (f *FCM) serveSend(w http.ResponseWriter, r *http.Request) {
 	}
 
 	f.mu.Lock()
-	f.sends = append(f.sends, FCMSend{Path: r.URL.Path, AccessToken: tok, Message: m})
+	f.sends = append(f.sends, FCMSend{At: f.now(), Path: r.URL.Path, AccessToken: tok, Message: m})
 	a := f.script.next(m.Token)
 	f.mu.Unlock()
 	if a.Status == 0 || a.Status == 200 {

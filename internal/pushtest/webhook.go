@@ -41,6 +41,7 @@ type Gateway struct {
 
 // Webhook is a request the gateway accepted as authentic.
 type Webhook struct {
+	At     time.Time // by the gateway's clock
 	Header http.Header
 	Body   []byte
 	Event  webhook.Event
@@ -96,7 +97,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.t.Errorf("gateway: body: %v", err)
 	}
 	g.mu.Lock()
-	g.reqs = append(g.reqs, Webhook{Header: r.Header.Clone(), Body: body, Event: ev})
+	g.reqs = append(g.reqs, Webhook{At: g.now(), Header: r.Header.Clone(), Body: body, Event: ev})
 	a := g.script.next(ev.Data.Token)
 	g.mu.Unlock()
 	if a.RetryAfter != "" {

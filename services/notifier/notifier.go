@@ -47,6 +47,10 @@ type Config struct {
 	Workers int
 	// MaxAttempts before a retryable failure becomes a dead letter. Default 8.
 	MaxAttempts int
+	// RetryBackoff is the wait before the first retry, doubled for each
+	// further one up to 512 times; a provider's Retry-After, when longer,
+	// wins. Default 2s.
+	RetryBackoff time.Duration
 	// Lease is how long a claimed delivery is this replica's; a replica
 	// that dies mid-send leaves it to others after the lease. A send is
 	// given a third of it, and begins only while two thirds remain, so
@@ -82,6 +86,9 @@ func New(cfg Config) (*Notifier, error) {
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 8
+	}
+	if cfg.RetryBackoff <= 0 {
+		cfg.RetryBackoff = 2 * time.Second
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 30 * time.Second
@@ -372,7 +379,7 @@ func (n *Notifier) send(ctx context.Context, d delivery) outcome {
 	case errors.Is(err, provider.ErrTokenInvalid):
 		o.status, o.providerID, o.lastErr = "token_removed", res.ProviderID, err.Error()
 	case (timedOut || errors.Is(err, provider.ErrRetryable)) && d.attempts < n.cfg.MaxAttempts:
-		wait := time.Duration(1<<min(d.attempts, 10)) * time.Second
+		wait := n.cfg.RetryBackoff << min(d.attempts-1, 9)
 		if after, ok := provider.RetryAfter(err); ok && after > wait {
 			wait = after
 		}

@@ -251,8 +251,13 @@ const claimBatch = 16
 func (n *Notifier) work(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
-		batch, err := n.claim(ctx)
-		if err != nil && ctx.Err() == nil {
+		// Not canceled with ctx: a claim cut off after the database ran it
+		// would leave deliveries claimed that no worker knows of until
+		// their lease ends. If ctx ends meanwhile, sendBatch releases them.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.Lease/3)
+		batch, err := n.claim(cctx)
+		cancel()
+		if err != nil {
 			n.log.Warn("claim deliveries", "err", err)
 		}
 		if len(batch) == 0 {

@@ -69,6 +69,7 @@ type Notifier struct {
 	cfg     Config
 	log     *slog.Logger
 	wake    chan struct{}
+	records chan pendingRecord
 	metrics *metrics
 }
 
@@ -137,13 +138,25 @@ func (n *Notifier) Run(ctx context.Context) error {
 		defer wg.Done()
 		n.watchConsumer(ctx, cons)
 	}()
+	// The recorder outlives the workers: it records their last outcomes
+	// while they drain, and stops once they all have returned.
+	n.records = make(chan pendingRecord)
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		n.recordOutcomes(context.WithoutCancel(ctx))
+	}()
+	var workers sync.WaitGroup
 	for i := 0; i < n.cfg.Workers; i++ {
-		wg.Add(1)
+		workers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer workers.Done()
 			n.work(ctx)
 		}()
 	}
+	workers.Wait()
+	close(n.records)
+	<-recorded
 	wg.Wait()
 	return nil
 }
@@ -280,8 +293,9 @@ func (n *Notifier) work(ctx context.Context) {
 }
 
 // sendBatch sends the claimed deliveries one at a time and records each
-// outcome before the next send, so that a replica killed mid-batch leaves at
-// most one push per worker accepted by the provider but unrecorded.
+// outcome before the next send (see finish), so that a replica killed
+// mid-batch leaves at most one push per worker accepted by the provider but
+// unrecorded.
 //
 // A send begins only while two thirds of the lease remain and is given a
 // third: it and its record end before the lease does, so no other replica
@@ -301,9 +315,7 @@ func (n *Notifier) sendBatch(ctx context.Context, batch []delivery, leaseEnd tim
 		sctx, cancel := context.WithTimeout(bg, step)
 		o := n.send(sctx, d)
 		cancel()
-		rctx, cancel := context.WithTimeout(bg, step)
-		n.finish(rctx, o)
-		cancel()
+		n.finish(o)
 	}
 }
 
@@ -399,26 +411,90 @@ func (n *Notifier) send(ctx context.Context, d delivery) outcome {
 	return o
 }
 
-// finish records a delivery's outcome; a removed token is cleared from
-// every session that carries it.
-func (n *Notifier) finish(ctx context.Context, o outcome) {
-	err := pgx.BeginFunc(ctx, n.cfg.Pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE push_deliveries SET status = $4, provider_id = nullif($5, ''), last_error = nullif($6, ''),
-				pushed_at = CASE WHEN $4 = 'pushed' THEN clock_timestamp() END,
-				next_attempt_at = clock_timestamp() + $7::interval, claimed_until = NULL
-			WHERE event_id = $1 AND provider = $2 AND token = $3`,
-			o.d.eventID, o.d.providerName, o.d.token, o.status, o.providerID, o.lastErr,
-			fmt.Sprintf("%d milliseconds", o.retryIn.Milliseconds()))
-		if err != nil || o.status != "token_removed" {
+// pendingRecord is an outcome handed to the recorder; done is closed once
+// it is committed, or failed to be.
+type pendingRecord struct {
+	o    outcome
+	done chan struct{}
+}
+
+// finish hands an outcome to the recorder and returns once it is recorded.
+// Workers wait for their own record before their next send, so a replica
+// killed at any moment leaves at most one accepted push per worker
+// unrecorded; the recorder still commits the outcomes of all workers that
+// wait at once in one statement (group commit).
+func (n *Notifier) finish(o outcome) {
+	r := pendingRecord{o: o, done: make(chan struct{})}
+	n.records <- r
+	<-r.done
+}
+
+// recordOutcomes commits the outcomes workers hand over until records is
+// closed: each round takes all that are waiting.
+func (n *Notifier) recordOutcomes(ctx context.Context) {
+	batch := make([]pendingRecord, 0, n.cfg.Workers)
+	for r := range n.records {
+		batch = append(batch[:0], r)
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case r, ok := <-n.records:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		rctx, cancel := context.WithTimeout(ctx, n.cfg.Lease/3)
+		if err := n.record(rctx, batch); err != nil {
+			// The lease hands the deliveries out again: they are sent once more.
+			n.log.Warn("record push outcomes", "err", err, "deliveries", len(batch))
+		}
+		cancel()
+		for _, r := range batch {
+			close(r.done)
+		}
+	}
+}
+
+// record writes outcomes; a removed token is cleared from every session
+// that carries it, in the same transaction.
+func (n *Notifier) record(ctx context.Context, batch []pendingRecord) error {
+	k := len(batch)
+	ids, providers, tokens := make([]uuid.UUID, k), make([]string, k), make([]string, k)
+	statuses, providerIDs, lastErrs, retryMS := make([]string, k), make([]string, k), make([]string, k), make([]int64, k)
+	var removedProviders, removedTokens []string
+	for i, r := range batch {
+		o := r.o
+		ids[i], providers[i], tokens[i] = o.d.eventID, o.d.providerName, o.d.token
+		statuses[i], providerIDs[i], lastErrs[i], retryMS[i] = o.status, o.providerID, o.lastErr, o.retryIn.Milliseconds()
+		if o.status == "token_removed" {
+			removedProviders, removedTokens = append(removedProviders, o.d.providerName), append(removedTokens, o.d.token)
+		}
+	}
+	const update = `UPDATE push_deliveries p SET status = r.status, provider_id = nullif(r.provider_id, ''),
+			last_error = nullif(r.last_error, ''),
+			pushed_at = CASE WHEN r.status = 'pushed' THEN clock_timestamp() END,
+			next_attempt_at = clock_timestamp() + r.retry_ms * interval '1 millisecond', claimed_until = NULL
+		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+			AS r(event_id, provider, token, status, provider_id, last_error, retry_ms)
+		WHERE p.event_id = r.event_id AND p.provider = r.provider AND p.token = r.token`
+	args := []any{ids, providers, tokens, statuses, providerIDs, lastErrs, retryMS}
+	if len(removedTokens) == 0 {
+		_, err := n.cfg.Pool.Exec(ctx, update, args...)
+		return err
+	}
+	return pgx.BeginFunc(ctx, n.cfg.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, update, args...); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE sessions SET push_token = NULL WHERE push_provider = $1 AND push_token = $2`, o.d.providerName, o.d.token)
+		_, err := tx.Exec(ctx, `UPDATE sessions s SET push_token = NULL
+			FROM unnest($1::text[], $2::text[]) AS r(provider, token)
+			WHERE s.push_provider = r.provider AND s.push_token = r.token`, removedProviders, removedTokens)
 		return err
 	})
-	if err != nil {
-		// The lease hands the delivery out again: it is sent once more.
-		n.log.Warn("record push outcome", "err", err, "status", o.status)
-	}
 }
 
 // watchConsumer keeps the consumer's backlog gauge current.

@@ -3,14 +3,21 @@
 // JetStream consumer and claim deliveries from PostgreSQL, so any number
 // can run at once.
 //
+// SIGTERM or SIGINT stops it cleanly: it claims nothing more, finishes and
+// records the pushes it is sending, releases the rest of what it claimed to
+// the other replicas, and exits 0. A replica stopped this way causes no push
+// to be sent twice; one killed (SIGKILL) may cause the pushes it had in
+// flight, at most one per worker, to be sent again (docs/push.md).
+//
 // Environment:
 //
-//	EVICT_NATS_URL       NATS of evictd (required)
+//	EVICT_NATS_URL       NATS of evictd (required): with evictd's embedded NATS,
+//	                     nats://notifier:<password in EVICT_DATA_DIR/nats-notifier-password>@host:4322
 //	DATABASE_URL         evictd's PostgreSQL; default postgres://postgres@127.0.0.1:5432/evict
 //	EVICT_HTTP_ADDR      /metrics, /healthz; default 127.0.0.1:7422
 //	EVICT_INSTANCE       replica name in leases; default host-pid
 //	EVICT_PUSH_WORKERS   concurrent sends; default 32
-//	EVICT_PUSH_LEASE     how long a claimed delivery is this replica's; default 30s
+//	EVICT_PUSH_LEASE     how long a claimed delivery is this replica's (a send gets a third); default 30s
 //	EVICT_APNS_*, EVICT_FCM_*, EVICT_WEBHOOK_*  providers, as for evictd (docs/push.md)
 package main
 
@@ -32,6 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/evict-dev/evict/internal/bus"
 	"github.com/evict-dev/evict/internal/db"
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/services/notifier"
@@ -73,7 +81,9 @@ func run() error {
 		return err
 	}
 	defer pool.Close()
-	nc, err := nats.Connect(natsURL, nats.Name("evict-push"), nats.MaxReconnects(-1))
+	// Replies on the notifier's own inbox prefix: the only one the notifier
+	// user of evictd's NATS (and deploy/nats/accounts.conf) may read.
+	nc, err := nats.Connect(natsURL, nats.Name("evict-push"), nats.MaxReconnects(-1), nats.CustomInboxPrefix(bus.NotifierInbox))
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", evictd.RedactURL(natsURL), err)
 	}

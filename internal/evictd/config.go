@@ -56,6 +56,10 @@ type Config struct {
 	// PushSenders are the mobile push providers by name; none disables the
 	// notifier. ConfigFromEnv fills it with PushSendersFromEnv.
 	PushSenders map[string]provider.Sender
+	// PushMaxAttempts and PushRetryBackoff bound the notifier's retries;
+	// zero means its defaults (8 attempts, 2s doubling).
+	PushMaxAttempts  int
+	PushRetryBackoff time.Duration
 	// SeenChangeEvery spaces the "seen" changes of a session in the live
 	// feed; zero means the registry's default (60s).
 	SeenChangeEvery time.Duration

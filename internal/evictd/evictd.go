@@ -311,6 +311,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 	if len(cfg.PushSenders) > 0 {
 		nt, err := notifier.New(notifier.Config{Pool: d.pool, JetStream: js, Senders: cfg.PushSenders,
+			MaxAttempts: cfg.PushMaxAttempts, RetryBackoff: cfg.PushRetryBackoff,
 			Instance: cfg.Instance, Registerer: reg, Logger: log})
 		if err != nil {
 			stopRelay()

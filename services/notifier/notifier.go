@@ -48,8 +48,14 @@ type Config struct {
 	Workers int
 	// MaxAttempts before a retryable failure becomes a dead letter. Default 8.
 	MaxAttempts int
+	// RetryBackoff is the wait before the first retry, doubled for each
+	// further one up to 512 times; a provider's Retry-After, when longer,
+	// wins. Default 2s.
+	RetryBackoff time.Duration
 	// Lease is how long a claimed delivery is this replica's; a replica
-	// that dies mid-send leaves it to others after the lease. Default 30s.
+	// that dies mid-send leaves it to others after the lease. A send is
+	// given a third of it, and begins only while two thirds remain, so
+	// that it is answered and recorded before the lease ends. Default 30s.
 	Lease time.Duration
 	// Expiration is how long a provider may keep trying to deliver. Default 1h.
 	Expiration time.Duration
@@ -64,6 +70,7 @@ type Notifier struct {
 	cfg     Config
 	log     *slog.Logger
 	wake    chan struct{}
+	records chan pendingRecord
 	metrics *metrics
 }
 
@@ -81,6 +88,9 @@ func New(cfg Config) (*Notifier, error) {
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 8
+	}
+	if cfg.RetryBackoff <= 0 {
+		cfg.RetryBackoff = 2 * time.Second
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 30 * time.Second
@@ -115,8 +125,10 @@ func ConsumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
-// Run consumes and sends until ctx ends. Deliveries claimed when ctx ends
-// are left to their lease.
+// Run consumes and sends until ctx ends, then drains: it claims nothing
+// more, finishes and records the sends under way, releases the deliveries
+// it claimed but did not send, and returns. Nothing it handed to a provider
+// is left unrecorded, so nothing is sent again because it stopped.
 func (n *Notifier) Run(ctx context.Context) error {
 	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StateStream, ConsumerConfig())
 	if err != nil {
@@ -133,13 +145,25 @@ func (n *Notifier) Run(ctx context.Context) error {
 		defer wg.Done()
 		n.watchConsumer(ctx, cons)
 	}()
+	// The recorder outlives the workers: it records their last outcomes
+	// while they drain, and stops once they all have returned.
+	n.records = make(chan pendingRecord)
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		n.recordOutcomes(context.WithoutCancel(ctx))
+	}()
+	var workers sync.WaitGroup
 	for i := 0; i < n.cfg.Workers; i++ {
-		wg.Add(1)
+		workers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer workers.Done()
 			n.work(ctx)
 		}()
 	}
+	workers.Wait()
+	close(n.records)
+	<-recorded
 	wg.Wait()
 	return nil
 }
@@ -233,18 +257,27 @@ type delivery struct {
 	operation                  uuid.NullUUID
 	eventTime                  time.Time
 	attempts                   int
+	// claimedUntil is the lease as the claim wrote it: a release matches
+	// it, so that it never touches a delivery another claim took since.
+	claimedUntil time.Time
 }
 
 // claimBatch is how many deliveries a worker claims at once: one claim
-// round trip then serves that many pushes. Claimed but unsent deliveries of
-// a dying replica are simply sent by another after the lease.
+// round trip then serves that many pushes. Claimed but unsent deliveries
+// are released when the notifier stops, and left to the lease when it dies.
 const claimBatch = 16
 
 // work claims due deliveries and sends them until ctx ends.
 func (n *Notifier) work(ctx context.Context) {
 	for ctx.Err() == nil {
-		batch, err := n.claim(ctx)
-		if err != nil && ctx.Err() == nil {
+		start := time.Now()
+		// Not canceled with ctx: a claim cut off after the database ran it
+		// would leave deliveries claimed that no worker knows of until
+		// their lease ends. If ctx ends meanwhile, sendBatch releases them.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.Lease/3)
+		batch, err := n.claim(cctx)
+		cancel()
+		if err != nil {
 			n.log.Warn("claim deliveries", "err", err)
 		}
 		if len(batch) == 0 {
@@ -260,14 +293,36 @@ func (n *Notifier) work(ctx context.Context) {
 			}
 			continue
 		}
-		for _, d := range batch {
-			// Each outcome is recorded as soon as it is known: a push the
-			// provider accepted but that a dying replica never recorded is
-			// sent again, so that window stays one push per worker.
-			if o, ok := n.send(ctx, d); ok {
-				n.finish(ctx, o)
-			}
+		// The lease began no earlier than start: measured from there, the
+		// local deadline is never later than the one other replicas see.
+		n.sendBatch(ctx, batch, start.Add(n.cfg.Lease))
+	}
+}
+
+// sendBatch sends the claimed deliveries one at a time and records each
+// outcome before the next send (see finish), so that a replica killed
+// mid-batch leaves at most one push per worker accepted by the provider but
+// unrecorded.
+//
+// A send begins only while two thirds of the lease remain and is given a
+// third: it and its record end before the lease does, so no other replica
+// can claim a delivery while it is being sent. A send that has begun is
+// finished and recorded even when ctx ends; then, or when the lease runs
+// short, the rest of the batch is released for any replica to claim at once.
+func (n *Notifier) sendBatch(ctx context.Context, batch []delivery, leaseEnd time.Time) {
+	step := n.cfg.Lease / 3
+	// Outlives ctx: stopping must not abandon a push the provider may
+	// already have accepted.
+	bg := context.WithoutCancel(ctx)
+	for i, d := range batch {
+		if ctx.Err() != nil || time.Until(leaseEnd) < 2*step {
+			n.release(bg, batch[i:])
+			return
 		}
+		sctx, cancel := context.WithTimeout(bg, step)
+		o := n.send(sctx, d)
+		cancel()
+		n.finish(o)
 	}
 }
 
@@ -282,15 +337,36 @@ func (n *Notifier) claim(ctx context.Context) ([]delivery, error) {
 			ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) c
 		WHERE p.event_id = c.event_id AND p.provider = c.provider AND p.token = c.token
 		RETURNING p.event_id, p.provider, p.token, coalesce(p.topic, ''), p.tenant_id, p.user_id, p.session_id,
-			p.operation_id, p.event_time, p.attempts`,
+			p.operation_id, p.event_time, p.attempts, p.claimed_until`,
 		fmt.Sprintf("%d milliseconds", n.cfg.Lease.Milliseconds()), n.cfg.Instance, claimBatch)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (d delivery, err error) {
-		err = row.Scan(&d.eventID, &d.providerName, &d.token, &d.topic, &d.tenant, &d.user, &d.session, &d.operation, &d.eventTime, &d.attempts)
+		err = row.Scan(&d.eventID, &d.providerName, &d.token, &d.topic, &d.tenant, &d.user, &d.session, &d.operation,
+			&d.eventTime, &d.attempts, &d.claimedUntil)
 		return d, err
 	})
+}
+
+// release hands claimed deliveries that were not sent back to the queue,
+// due at once, as if never claimed.
+func (n *Notifier) release(ctx context.Context, ds []delivery) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.Lease/3)
+	defer cancel()
+	ids, providers, tokens, until := make([]uuid.UUID, len(ds)), make([]string, len(ds)), make([]string, len(ds)), make([]time.Time, len(ds))
+	for i, d := range ds {
+		ids[i], providers[i], tokens[i], until[i] = d.eventID, d.providerName, d.token, d.claimedUntil
+	}
+	_, err := n.cfg.Pool.Exec(ctx, `UPDATE push_deliveries p SET status = 'pending', attempts = p.attempts - 1,
+			claimed_until = NULL, claimed_by = NULL
+		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS r(event_id, provider, token, claimed_until)
+		WHERE p.event_id = r.event_id AND p.provider = r.provider AND p.token = r.token
+		  AND p.status = 'sending' AND p.claimed_until = r.claimed_until`, ids, providers, tokens, until)
+	if err != nil {
+		// Harmless: the lease hands them out when it ends.
+		n.log.Warn("release claimed deliveries", "err", err, "deliveries", len(ds))
+	}
 }
 
 // outcome is what became of one delivery.
@@ -302,14 +378,13 @@ type outcome struct {
 	retryIn    time.Duration
 }
 
-// send makes one attempt. ok is false when ctx ended first: the lease
-// then hands the delivery to another replica.
-func (n *Notifier) send(ctx context.Context, d delivery) (outcome, bool) {
+// send makes one attempt, bounded by ctx, and classifies its outcome.
+func (n *Notifier) send(ctx context.Context, d delivery) outcome {
 	o := outcome{d: d}
 	sender, ok := n.cfg.Senders[d.providerName]
 	if !ok {
 		o.status, o.lastErr = "failed", fmt.Sprintf("no %s provider configured", d.providerName)
-		return o, true
+		return o
 	}
 	p := provider.Push{Token: d.token, Topic: d.topic, CollapseID: "evict-logout",
 		Tenant: d.tenant, User: d.user, Session: d.session, EventID: d.eventID.String(),
@@ -317,52 +392,116 @@ func (n *Notifier) send(ctx context.Context, d delivery) (outcome, bool) {
 	if d.operation.Valid {
 		p.OperationID = d.operation.UUID.String()
 	}
-	sctx, cancel := context.WithTimeout(ctx, n.cfg.Lease/2)
-	res, err := sender.Send(sctx, p)
-	cancel()
+	res, err := sender.Send(ctx, p)
+	// The provider did not answer in time; it may still have accepted the
+	// push, and a retry carries the same message id.
+	timedOut := errors.Is(err, context.DeadlineExceeded)
 	switch {
 	case err == nil:
 		n.metrics.latency.WithLabelValues(d.providerName).Observe(time.Since(d.eventTime).Seconds())
 		o.status, o.providerID = "pushed", res.ProviderID
-	case ctx.Err() != nil:
-		return o, false
 	case errors.Is(err, provider.ErrTokenInvalid):
 		o.status, o.providerID, o.lastErr = "token_removed", res.ProviderID, err.Error()
-	case errors.Is(err, provider.ErrRetryable) && d.attempts < n.cfg.MaxAttempts:
-		wait := time.Duration(1<<min(d.attempts, 10)) * time.Second
+	case (timedOut || errors.Is(err, provider.ErrRetryable)) && d.attempts < n.cfg.MaxAttempts:
+		wait := n.cfg.RetryBackoff << min(d.attempts-1, 9)
 		if after, ok := provider.RetryAfter(err); ok && after > wait {
 			wait = after
 		}
 		n.metrics.retries.WithLabelValues(d.providerName).Inc()
 		o.status, o.lastErr, o.retryIn = "pending", err.Error(), wait
-	case errors.Is(err, provider.ErrRetryable):
+	case timedOut || errors.Is(err, provider.ErrRetryable):
 		o.status, o.lastErr = "dead", err.Error()
 	default:
 		o.status, o.lastErr = "failed", err.Error()
 	}
 	n.metrics.pushes.WithLabelValues(d.providerName, o.status).Inc()
-	return o, true
+	return o
 }
 
-// finish records a delivery's outcome; a removed token is cleared from
-// every session that carries it.
-func (n *Notifier) finish(ctx context.Context, o outcome) {
-	err := pgx.BeginFunc(ctx, n.cfg.Pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE push_deliveries SET status = $4, provider_id = nullif($5, ''), last_error = nullif($6, ''),
-				pushed_at = CASE WHEN $4 = 'pushed' THEN clock_timestamp() END,
-				next_attempt_at = clock_timestamp() + $7::interval, claimed_until = NULL
-			WHERE event_id = $1 AND provider = $2 AND token = $3`,
-			o.d.eventID, o.d.providerName, o.d.token, o.status, o.providerID, o.lastErr,
-			fmt.Sprintf("%d milliseconds", o.retryIn.Milliseconds()))
-		if err != nil || o.status != "token_removed" {
+// pendingRecord is an outcome handed to the recorder; done is closed once
+// it is committed, or failed to be.
+type pendingRecord struct {
+	o    outcome
+	done chan struct{}
+}
+
+// finish hands an outcome to the recorder and returns once it is recorded.
+// Workers wait for their own record before their next send, so a replica
+// killed at any moment leaves at most one accepted push per worker
+// unrecorded; the recorder still commits the outcomes of all workers that
+// wait at once in one statement (group commit).
+func (n *Notifier) finish(o outcome) {
+	r := pendingRecord{o: o, done: make(chan struct{})}
+	n.records <- r
+	<-r.done
+}
+
+// recordOutcomes commits the outcomes workers hand over until records is
+// closed: each round takes all that are waiting.
+func (n *Notifier) recordOutcomes(ctx context.Context) {
+	batch := make([]pendingRecord, 0, n.cfg.Workers)
+	for r := range n.records {
+		batch = append(batch[:0], r)
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case r, ok := <-n.records:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		rctx, cancel := context.WithTimeout(ctx, n.cfg.Lease/3)
+		if err := n.record(rctx, batch); err != nil {
+			// The lease hands the deliveries out again: they are sent once more.
+			n.log.Warn("record push outcomes", "err", err, "deliveries", len(batch))
+		}
+		cancel()
+		for _, r := range batch {
+			close(r.done)
+		}
+	}
+}
+
+// record writes outcomes; a removed token is cleared from every session
+// that carries it, in the same transaction.
+func (n *Notifier) record(ctx context.Context, batch []pendingRecord) error {
+	k := len(batch)
+	ids, providers, tokens := make([]uuid.UUID, k), make([]string, k), make([]string, k)
+	statuses, providerIDs, lastErrs, retryMS := make([]string, k), make([]string, k), make([]string, k), make([]int64, k)
+	var removedProviders, removedTokens []string
+	for i, r := range batch {
+		o := r.o
+		ids[i], providers[i], tokens[i] = o.d.eventID, o.d.providerName, o.d.token
+		statuses[i], providerIDs[i], lastErrs[i], retryMS[i] = o.status, o.providerID, o.lastErr, o.retryIn.Milliseconds()
+		if o.status == "token_removed" {
+			removedProviders, removedTokens = append(removedProviders, o.d.providerName), append(removedTokens, o.d.token)
+		}
+	}
+	const update = `UPDATE push_deliveries p SET status = r.status, provider_id = nullif(r.provider_id, ''),
+			last_error = nullif(r.last_error, ''),
+			pushed_at = CASE WHEN r.status = 'pushed' THEN clock_timestamp() END,
+			next_attempt_at = clock_timestamp() + r.retry_ms * interval '1 millisecond', claimed_until = NULL
+		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+			AS r(event_id, provider, token, status, provider_id, last_error, retry_ms)
+		WHERE p.event_id = r.event_id AND p.provider = r.provider AND p.token = r.token`
+	args := []any{ids, providers, tokens, statuses, providerIDs, lastErrs, retryMS}
+	if len(removedTokens) == 0 {
+		_, err := n.cfg.Pool.Exec(ctx, update, args...)
+		return err
+	}
+	return pgx.BeginFunc(ctx, n.cfg.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, update, args...); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE sessions SET push_token = NULL WHERE push_provider = $1 AND push_token = $2`, o.d.providerName, o.d.token)
+		_, err := tx.Exec(ctx, `UPDATE sessions s SET push_token = NULL
+			FROM unnest($1::text[], $2::text[]) AS r(provider, token)
+			WHERE s.push_provider = r.provider AND s.push_token = r.token`, removedProviders, removedTokens)
 		return err
 	})
-	if err != nil && ctx.Err() == nil {
-		n.log.Warn("record push outcome", "err", err, "status", o.status)
-	}
 }
 
 // watchConsumer keeps the consumer's backlog gauge current.

@@ -30,9 +30,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/evict-dev/evict/internal/pushtest"
 	"github.com/evict-dev/evict/services/push/provider"
 	"github.com/evict-dev/evict/services/push/provider/apns"
-	"github.com/evict-dev/evict/services/push/provider/internal/h2test"
 )
 
 const (
@@ -217,7 +217,7 @@ func verifyES256(jwt string, pub *ecdsa.PublicKey) (map[string]any, error) {
 		return nil, fmt.Errorf("%d parts, want 3", len(parts))
 	}
 	var header map[string]any
-	if err := decodeSegment(parts[0], &header); err != nil {
+	if err := pushtest.DecodeJWTSegment(parts[0], &header); err != nil {
 		return nil, fmt.Errorf("header: %w", err)
 	}
 	if want := map[string]any{"alg": "ES256", "kid": keyID}; !reflect.DeepEqual(header, want) {
@@ -236,18 +236,10 @@ func verifyES256(jwt string, pub *ecdsa.PublicKey) (map[string]any, error) {
 		return nil, errors.New("ES256 signature does not verify")
 	}
 	var claims map[string]any
-	if err := decodeSegment(parts[1], &claims); err != nil {
+	if err := pushtest.DecodeJWTSegment(parts[1], &claims); err != nil {
 		return nil, fmt.Errorf("claims: %w", err)
 	}
 	return claims, nil
-}
-
-func decodeSegment(seg string, v any) error {
-	b, err := base64.RawURLEncoding.DecodeString(seg)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
 }
 
 // bundle is what a test works with.
@@ -273,7 +265,7 @@ func setup(tb testing.TB) *bundle {
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	fake := &fakeAPNs{t: tb, pub: &key.PublicKey, clock: clk, verified: map[string]map[string]any{}}
-	srv, hc := h2test.Start(tb, fake)
+	srv, hc := pushtest.Start(tb, fake)
 	c, err := apns.New(apns.Config{
 		BaseURL:    srv.URL,
 		KeyPEM:     keyPEM,
@@ -677,8 +669,8 @@ func TestDefaultClientUsesSystemRoots(t *testing.T) {
 		certFile string
 		trusted  bool
 	}{
-		{"server certificate in SSL_CERT_FILE", h2test.CertFile(t, b.srv), true},
-		{"another certificate in SSL_CERT_FILE", h2test.UntrustedCertFile(t), false},
+		{"server certificate in SSL_CERT_FILE", pushtest.CertFile(t, b.srv), true},
+		{"another certificate in SSL_CERT_FILE", pushtest.UntrustedCertFile(t), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

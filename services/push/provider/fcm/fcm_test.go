@@ -2,51 +2,26 @@ package fcm_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/evict-dev/evict/internal/pushtest"
 	"github.com/evict-dev/evict/services/push/provider"
 	"github.com/evict-dev/evict/services/push/provider/fcm"
-	"github.com/evict-dev/evict/services/push/provider/internal/h2test"
 )
 
 const (
-	project     = "evict-test"
-	clientEmail = "push@evict-test.iam.gserviceaccount.com"
-	keyID       = "0123456789abcdef0123456789abcdef01234567"
-	tokenPath   = "/custom/oauth2/token" // not Google's, to show token_uri is honoured
-	regToken    = "dGVzdC1yZWdpc3RyYXRpb24tdG9rZW4:APA91bH-example"
+	project  = pushtest.FCMProject
+	regToken = "dGVzdC1yZWdpc3RyYXRpb24tdG9rZW4:APA91bH-example"
 )
-
-// rsaKey is shared by the tests: generating a 2048-bit key per test would
-// dominate their run time and test nothing more.
-var rsaKey = sync.OnceValue(func() *rsa.PrivateKey {
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		panic(err)
-	}
-	return k
-})
 
 type clock struct {
 	mu sync.Mutex
@@ -56,312 +31,33 @@ type clock struct {
 func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) Advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
 
-// answer is what the fake answers to a send; the zero answer is 200.
-type answer struct {
-	Status     int
-	Body       string
-	RetryAfter string
-}
-
-// fakeGoogle is a token endpoint and an FCM send endpoint that check what
-// oauth2.googleapis.com and fcm.googleapis.com check.
-type fakeGoogle struct {
-	t        testing.TB
-	pub      *rsa.PublicKey
-	clock    *clock
-	tokenURI string
-
-	mu          sync.Mutex
-	tokenAnswer *answer              // replaces the token endpoint's answer when set
-	issued      map[string]time.Time // access token → expiry
-	fetches     int
-	script      []answer
-	sends       []send
-}
-
-// send is a request the send endpoint accepted for answering.
-type send struct {
-	Path    string
-	Token   string
-	Message message
-}
-
-// message mirrors the v1 Message fields the client may use; unknown fields
-// are refused, as FCM does.
-type message struct {
-	Token   string            `json:"token"`
-	Data    map[string]string `json:"data"`
-	Android struct {
-		Priority    string `json:"priority"`
-		CollapseKey string `json:"collapse_key"`
-		TTL         string `json:"ttl"`
-	} `json:"android"`
-	APNS struct {
-		Headers map[string]string `json:"headers"`
-		Payload map[string]any    `json:"payload"`
-	} `json:"apns"`
-}
-
-func (f *fakeGoogle) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == tokenPath {
-		f.serveToken(w, r)
-		return
-	}
-	f.serveSend(w, r)
-}
-
-func oauthError(w http.ResponseWriter, status int, code, desc string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, `{"error":%q,"error_description":%q}`, code, desc)
-}
-
-func (f *fakeGoogle) serveToken(w http.ResponseWriter, r *http.Request) {
-	t := f.t
-	if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
-		t.Errorf("token: %s with Content-Type %q, want a form POST", r.Method, r.Header.Get("Content-Type"))
-		oauthError(w, 400, "invalid_request", "bad request")
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		t.Errorf("token: form: %v", err)
-	}
-	if gt := r.PostForm.Get("grant_type"); gt != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
-		t.Errorf("token: grant_type %q", gt)
-		oauthError(w, 400, "unsupported_grant_type", "Invalid grant_type: "+gt)
-		return
-	}
-	claims, err := f.verifyAssertion(r.PostForm.Get("assertion"))
-	if err != nil {
-		t.Errorf("token: assertion: %v", err)
-		oauthError(w, 400, "invalid_grant", "Invalid JWT Signature.")
-		return
-	}
-	iat, exp := int64(claims["iat"].(float64)), int64(claims["exp"].(float64))
-	if now := f.clock.Now().Unix(); iat > now+60 || iat < now-60 {
-		oauthError(w, 400, "invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.")
-		t.Errorf("token: iat %d, clock %d", iat, now)
-		return
-	}
-	if exp-iat != 3600 {
-		t.Errorf("token: exp - iat = %d, want 3600", exp-iat)
-	}
-
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fetches++
-	if a := f.tokenAnswer; a != nil {
-		if a.RetryAfter != "" {
-			w.Header().Set("Retry-After", a.RetryAfter)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(a.Status)
-		fmt.Fprint(w, a.Body)
-		return
-	}
-	tok := "ya29.test-" + strconv.Itoa(f.fetches)
-	f.issued[tok] = f.clock.Now().Add(3599 * time.Second)
-	w.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(w, `{"access_token":%q,"expires_in":3599,"token_type":"Bearer"}`, tok)
-}
-
-// verifyAssertion checks an RS256 JWT the way Google's token endpoint does
-// and returns its claims.
-func (f *fakeGoogle) verifyAssertion(jwt string) (map[string]any, error) {
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("%d parts, want 3", len(parts))
-	}
-	var header, claims map[string]any
-	if err := decodeSegment(parts[0], &header); err != nil {
-		return nil, fmt.Errorf("header: %w", err)
-	}
-	if want := map[string]any{"alg": "RS256", "typ": "JWT", "kid": keyID}; !reflect.DeepEqual(header, want) {
-		return nil, fmt.Errorf("header %v, want %v", header, want)
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil {
-		return nil, fmt.Errorf("signature: %w", err)
-	}
-	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	if err := rsa.VerifyPKCS1v15(f.pub, crypto.SHA256, sum[:], sig); err != nil {
-		return nil, fmt.Errorf("RS256 signature: %w", err)
-	}
-	if err := decodeSegment(parts[1], &claims); err != nil {
-		return nil, fmt.Errorf("claims: %w", err)
-	}
-	want := map[string]any{
-		"iss":   clientEmail,
-		"scope": "https://www.googleapis.com/auth/firebase.messaging",
-		"aud":   f.tokenURI,
-	}
-	for k, v := range want {
-		if claims[k] != v {
-			return nil, fmt.Errorf("claim %s = %v, want %v", k, claims[k], v)
-		}
-	}
-	if _, ok := claims["iat"].(float64); !ok {
-		return nil, fmt.Errorf("iat %v", claims["iat"])
-	}
-	if _, ok := claims["exp"].(float64); !ok {
-		return nil, fmt.Errorf("exp %v", claims["exp"])
-	}
-	if len(claims) != 5 {
-		return nil, fmt.Errorf("claims %v, want iss, scope, aud, iat, exp", claims)
-	}
-	return claims, nil
-}
-
-func decodeSegment(seg string, v any) error {
-	b, err := base64.RawURLEncoding.DecodeString(seg)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
-}
-
-func fcmError(w http.ResponseWriter, status int, grpcStatus, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, `{"error":{"code":%d,"message":%q,"status":%q}}`, status, msg, grpcStatus)
-}
-
-var sendPath = regexp.MustCompile(`^/v1/projects/([a-z][a-z0-9-]{4,28}[a-z0-9])/messages:send$`)
-var ttlFormat = regexp.MustCompile(`^[0-9]+(\.[0-9]{1,9})?s$`)
-
-func (f *fakeGoogle) serveSend(w http.ResponseWriter, r *http.Request) {
-	t := f.t
-	if r.Method != http.MethodPost || !sendPath.MatchString(r.URL.Path) {
-		t.Errorf("send: %s %s", r.Method, r.URL.Path)
-		fcmError(w, 404, "NOT_FOUND", "no such method")
-		return
-	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	f.mu.Lock()
-	exp, issued := f.issued[tok]
-	f.mu.Unlock()
-	if !ok || !issued || !f.clock.Now().Before(exp) {
-		fcmError(w, 401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
-		return
-	}
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		t.Errorf("send: Content-Type %q", ct)
-	}
-	var body struct {
-		Message message `json:"message"`
-	}
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		t.Errorf("send: body: %v", err)
-		fcmError(w, 400, "INVALID_ARGUMENT", "Invalid JSON payload received. "+err.Error())
-		return
-	}
-	m := body.Message
-	switch {
-	case m.Token == "":
-		t.Errorf("send: no token")
-	case m.Android.Priority != "HIGH" && m.Android.Priority != "NORMAL":
-		t.Errorf("send: android.priority %q", m.Android.Priority)
-	case m.Android.TTL != "" && !ttlFormat.MatchString(m.Android.TTL):
-		t.Errorf("send: android.ttl %q", m.Android.TTL)
-	}
-
-	f.mu.Lock()
-	f.sends = append(f.sends, send{Path: r.URL.Path, Token: tok, Message: m})
-	a := answer{}
-	if len(f.script) > 0 {
-		a = f.script[0]
-		if len(f.script) > 1 {
-			f.script = f.script[1:]
-		}
-	}
-	f.mu.Unlock()
-	if a.Status == 0 || a.Status == 200 {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"name":"projects/%s/messages/0:1700000000000000%%abc"}`, sendPath.FindStringSubmatch(r.URL.Path)[1])
-		return
-	}
-	if a.RetryAfter != "" {
-		w.Header().Set("Retry-After", a.RetryAfter)
-	}
-	w.WriteHeader(a.Status)
-	fmt.Fprint(w, a.Body)
-}
-
-func (f *fakeGoogle) answer(script ...answer) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.script = script
-}
-
-func (f *fakeGoogle) answerToken(a *answer) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.tokenAnswer = a
-}
-
-func (f *fakeGoogle) stats() (fetches int, sends []send) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.fetches, append([]send(nil), f.sends...)
-}
+type answer = pushtest.Answer
 
 type bundle struct {
-	client    *fcm.Client
-	fake      *fakeGoogle
-	srv       *httptest.Server
-	http      *http.Client
-	clock     *clock
-	credsJSON []byte
-}
-
-func credentialsJSON(tb testing.TB, tokenURI string) []byte {
-	tb.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(rsaKey())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b, err := json.Marshal(map[string]string{
-		"type":                        "service_account",
-		"project_id":                  project,
-		"private_key_id":              keyID,
-		"private_key":                 string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
-		"client_email":                clientEmail,
-		"client_id":                   "123456789012345678901",
-		"auth_uri":                    "https://accounts.google.com/o/oauth2/auth",
-		"token_uri":                   tokenURI,
-		"auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
-		"universe_domain":             "googleapis.com",
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
+	client *fcm.Client
+	fake   *pushtest.FCM
+	clock  *clock
 }
 
 func setup(tb testing.TB) *bundle {
 	tb.Helper()
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	fake := &fakeGoogle{t: tb, pub: &rsaKey().PublicKey, clock: clk, issued: map[string]time.Time{}}
-	srv, hc := h2test.Start(tb, fake)
-	fake.tokenURI = srv.URL + tokenPath
-	creds := credentialsJSON(tb, fake.tokenURI)
+	fake := pushtest.NewFCM(tb, clk.Now)
 	file := filepath.Join(tb.TempDir(), "service-account.json")
-	if err := os.WriteFile(file, creds, 0o600); err != nil {
+	if err := os.WriteFile(file, fake.CredentialsJSON(), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	c, err := fcm.New(fcm.Config{
 		CredentialsFile: file,
-		BaseURL:         srv.URL,
-		HTTPClient:      hc,
+		BaseURL:         fake.Server.URL,
+		HTTPClient:      fake.Client,
 		Now:             clk.Now,
 		Logger:          slog.New(slog.NewTextHandler(tb.Output(), nil)),
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &bundle{client: c, fake: fake, srv: srv, http: hc, clock: clk, credsJSON: creds}
+	return &bundle{client: c, fake: fake, clock: clk}
 }
 
 func logout() provider.Push {
@@ -430,7 +126,7 @@ func TestSendMessage(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Send: %v", err)
 			}
-			_, sends := b.fake.stats()
+			_, sends := b.fake.Stats()
 			if len(sends) != 1 {
 				t.Fatalf("%d sends, want 1", len(sends))
 			}
@@ -461,15 +157,6 @@ func TestSendMessage(t *testing.T) {
 	}
 }
 
-func fcmErrorBody(code int, status, msg, errorCode string, extra ...string) string {
-	details := []string{}
-	if errorCode != "" {
-		details = append(details, fmt.Sprintf(`{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":%q}`, errorCode))
-	}
-	details = append(details, extra...)
-	return fmt.Sprintf(`{"error":{"code":%d,"message":%q,"status":%q,"details":[%s]}}`, code, msg, status, strings.Join(details, ","))
-}
-
 func TestSendErrors(t *testing.T) {
 	t.Parallel()
 	tokenViolation := `{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"field":"message.token","description":"Invalid registration token"}]}`
@@ -483,29 +170,29 @@ func TestSendErrors(t *testing.T) {
 		wantSends      int
 		wantFetches    int
 	}{
-		{"unregistered", []answer{{Status: 404, Body: fcmErrorBody(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")}},
+		{"unregistered", []answer{{Status: 404, Body: pushtest.FCMError(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")}},
 			404, "UNREGISTERED", provider.KindTokenInvalid, 0, 1, 1},
-		{"not found without detail", []answer{{Status: 404, Body: fcmErrorBody(404, "NOT_FOUND", "Requested entity was not found.", "")}},
+		{"not found without detail", []answer{{Status: 404, Body: pushtest.FCMError(404, "NOT_FOUND", "Requested entity was not found.", "")}},
 			404, "NOT_FOUND", provider.KindTokenInvalid, 0, 1, 1},
-		{"invalid token", []answer{{Status: 400, Body: fcmErrorBody(400, "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token", "INVALID_ARGUMENT")}},
+		{"invalid token", []answer{{Status: 400, Body: pushtest.FCMError(400, "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token", "INVALID_ARGUMENT")}},
 			400, "INVALID_ARGUMENT", provider.KindTokenInvalid, 0, 1, 1},
-		{"token field violation", []answer{{Status: 400, Body: fcmErrorBody(400, "INVALID_ARGUMENT", "Request contains an invalid argument.", "INVALID_ARGUMENT", tokenViolation)}},
+		{"token field violation", []answer{{Status: 400, Body: pushtest.FCMError(400, "INVALID_ARGUMENT", "Request contains an invalid argument.", "INVALID_ARGUMENT", tokenViolation)}},
 			400, "INVALID_ARGUMENT", provider.KindTokenInvalid, 0, 1, 1},
-		{"invalid ttl", []answer{{Status: 400, Body: fcmErrorBody(400, "INVALID_ARGUMENT", "Invalid value at 'message.android.ttl'", "INVALID_ARGUMENT")}},
+		{"invalid ttl", []answer{{Status: 400, Body: pushtest.FCMError(400, "INVALID_ARGUMENT", "Invalid value at 'message.android.ttl'", "INVALID_ARGUMENT")}},
 			400, "INVALID_ARGUMENT", provider.KindPermanent, 0, 1, 1},
-		{"sender id mismatch", []answer{{Status: 403, Body: fcmErrorBody(403, "PERMISSION_DENIED", "SenderId mismatch", "SENDER_ID_MISMATCH")}},
+		{"sender id mismatch", []answer{{Status: 403, Body: pushtest.FCMError(403, "PERMISSION_DENIED", "SenderId mismatch", "SENDER_ID_MISMATCH")}},
 			403, "SENDER_ID_MISMATCH", provider.KindPermanent, 0, 1, 1},
-		{"permission denied", []answer{{Status: 403, Body: fcmErrorBody(403, "PERMISSION_DENIED", "Permission 'cloudmessaging.messages.create' denied", "")}},
+		{"permission denied", []answer{{Status: 403, Body: pushtest.FCMError(403, "PERMISSION_DENIED", "Permission 'cloudmessaging.messages.create' denied", "")}},
 			403, "PERMISSION_DENIED", provider.KindAuth, 0, 1, 1},
-		{"quota exceeded", []answer{{Status: 429, RetryAfter: "60", Body: fcmErrorBody(429, "RESOURCE_EXHAUSTED", "Quota exceeded", "QUOTA_EXCEEDED")}},
+		{"quota exceeded", []answer{{Status: 429, RetryAfter: "60", Body: pushtest.FCMError(429, "RESOURCE_EXHAUSTED", "Quota exceeded", "QUOTA_EXCEEDED")}},
 			429, "QUOTA_EXCEEDED", provider.KindRetryable, time.Minute, 1, 1},
-		{"unavailable", []answer{{Status: 503, RetryAfter: "5", Body: fcmErrorBody(503, "UNAVAILABLE", "The service is currently unavailable.", "UNAVAILABLE")}},
+		{"unavailable", []answer{{Status: 503, RetryAfter: "5", Body: pushtest.FCMError(503, "UNAVAILABLE", "The service is currently unavailable.", "UNAVAILABLE")}},
 			503, "UNAVAILABLE", provider.KindRetryable, 5 * time.Second, 1, 1},
-		{"internal", []answer{{Status: 500, Body: fcmErrorBody(500, "INTERNAL", "Internal error encountered.", "INTERNAL")}},
+		{"internal", []answer{{Status: 500, Body: pushtest.FCMError(500, "INTERNAL", "Internal error encountered.", "INTERNAL")}},
 			500, "INTERNAL", provider.KindRetryable, 0, 1, 1},
 		{"proxy page", []answer{{Status: 502, Body: "<html>Bad Gateway</html>"}},
 			502, "Bad Gateway", provider.KindRetryable, 0, 1, 1},
-		{"unauthenticated twice", []answer{{Status: 401, Body: fcmErrorBody(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.", "THIRD_PARTY_AUTH_ERROR")}},
+		{"unauthenticated twice", []answer{{Status: 401, Body: pushtest.FCMError(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.", "THIRD_PARTY_AUTH_ERROR")}},
 			401, "THIRD_PARTY_AUTH_ERROR", provider.KindAuth, 0, 2, 2},
 	}
 	sentinels := map[provider.Kind]error{
@@ -517,7 +204,7 @@ func TestSendErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			b.fake.answer(tt.script...)
+			b.fake.Reply("", tt.script...)
 			res, err := b.client.Send(t.Context(), logout())
 			var e *provider.Error
 			if !errors.As(err, &e) {
@@ -534,7 +221,7 @@ func TestSendErrors(t *testing.T) {
 			if res.Status != tt.wantStatus || res.RetryAfter != tt.wantRetryAfter {
 				t.Errorf("Result %+v", res)
 			}
-			fetches, sends := b.fake.stats()
+			fetches, sends := b.fake.Stats()
 			if len(sends) != tt.wantSends || fetches != tt.wantFetches {
 				t.Errorf("%d sends and %d token fetches, want %d and %d", len(sends), fetches, tt.wantSends, tt.wantFetches)
 			}
@@ -546,19 +233,19 @@ func TestSendErrors(t *testing.T) {
 func TestUnauthorizedRefreshesToken(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.fake.answer(answer{Status: 401, Body: fcmErrorBody(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.", "")}, answer{})
+	b.fake.Reply("", answer{Status: 401, Body: pushtest.FCMError(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.", "")}, answer{})
 	if _, err := b.client.Send(t.Context(), logout()); err != nil {
 		t.Fatalf("Send: %v", err)
 	}
 	if _, err := b.client.Send(t.Context(), logout()); err != nil {
 		t.Fatalf("Send: %v", err)
 	}
-	fetches, sends := b.fake.stats()
+	fetches, sends := b.fake.Stats()
 	if fetches != 2 || len(sends) != 3 {
 		t.Fatalf("%d fetches and %d sends, want 2 and 3", fetches, len(sends))
 	}
-	if sends[0].Token == sends[1].Token || sends[1].Token != sends[2].Token {
-		t.Errorf("access tokens %s, %s, %s: want the retry and the next send on a new token", sends[0].Token, sends[1].Token, sends[2].Token)
+	if sends[0].AccessToken == sends[1].AccessToken || sends[1].AccessToken != sends[2].AccessToken {
+		t.Errorf("access tokens %s, %s, %s: want the retry and the next send on a new token", sends[0].AccessToken, sends[1].AccessToken, sends[2].AccessToken)
 	}
 }
 
@@ -583,7 +270,7 @@ func TestAccessTokenCaching(t *testing.T) {
 		if _, err := b.client.Send(t.Context(), logout()); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
-		if fetches, _ := b.fake.stats(); fetches != s.wantFetches {
+		if fetches, _ := b.fake.Stats(); fetches != s.wantFetches {
 			t.Errorf("step %d: %d token fetches, want %d", i, fetches, s.wantFetches)
 		}
 	}
@@ -602,7 +289,7 @@ func TestConcurrentSendsFetchOneToken(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if fetches, sends := b.fake.stats(); fetches != 1 || len(sends) != 64 {
+	if fetches, sends := b.fake.Stats(); fetches != 1 || len(sends) != 64 {
 		t.Errorf("%d token fetches and %d sends, want 1 and 64", fetches, len(sends))
 	}
 }
@@ -625,13 +312,13 @@ func TestTokenEndpointErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			b.fake.answerToken(&tt.answer)
+			b.fake.ReplyToken(&tt.answer)
 			_, err := b.client.Send(t.Context(), logout())
 			var e *provider.Error
 			if !errors.As(err, &e) || e.Kind != tt.wantKind || e.Reason != tt.wantReason || e.RetryAfter != tt.wantRetry {
 				t.Errorf("Send: %v (%+v), want %s %q retry after %s", err, e, tt.wantKind, tt.wantReason, tt.wantRetry)
 			}
-			if _, sends := b.fake.stats(); len(sends) != 0 {
+			if _, sends := b.fake.Stats(); len(sends) != 0 {
 				t.Errorf("%d sends without an access token", len(sends))
 			}
 		})
@@ -651,7 +338,7 @@ func TestCanceledContextIsNotRetryable(t *testing.T) {
 
 func TestNewRejectsBadCredentials(t *testing.T) {
 	t.Parallel()
-	good := credentialsJSON(t, "https://oauth2.googleapis.com/token")
+	good := pushtest.FCMCredentials(t, "https://oauth2.googleapis.com/token")
 	edit := func(f func(m map[string]string)) []byte {
 		var m map[string]string
 		if err := json.Unmarshal(good, &m); err != nil {

@@ -2,118 +2,38 @@ package webhook_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/evict-dev/evict/internal/pushtest"
 	"github.com/evict-dev/evict/services/push/provider"
-	"github.com/evict-dev/evict/services/push/provider/internal/h2test"
 	"github.com/evict-dev/evict/services/push/provider/webhook"
 )
 
-const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" // the Standard Webhooks test secret
+const secret = pushtest.WebhookSecret
 
 var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// answer is the gateway's reply; the zero answer is 204.
-type answer struct {
-	Status     int
-	RetryAfter string
-	Body       string
-}
-
-// received is a request the gateway accepted as authentic.
-type received struct {
-	Header http.Header
-	Body   []byte
-	Event  webhook.Event
-}
-
-// gateway is an in-house push gateway: it verifies each request with Verify,
-// and, so that a shared mistake of signer and verifier cannot pass, with an
-// HMAC of its own.
-type gateway struct {
-	t testing.TB
-
-	mu     sync.Mutex
-	answer answer
-	reqs   []received
-}
-
-func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		g.t.Errorf("gateway: read body: %v", err)
-	}
-	if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" {
-		g.t.Errorf("gateway: %s with Content-Type %q", r.Method, r.Header.Get("Content-Type"))
-	}
-	if err := webhook.Verify(secret, r.Header, body, now, 0); err != nil {
-		g.t.Errorf("gateway: Verify: %v", err)
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	key, _ := base64.StdEncoding.DecodeString(secret[len("whsec_"):])
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(r.Header.Get("webhook-id") + "." + r.Header.Get("webhook-timestamp") + "." + string(body)))
-	if want := "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil)); r.Header.Get("webhook-signature") != want {
-		g.t.Errorf("gateway: webhook-signature %q, want %q", r.Header.Get("webhook-signature"), want)
-	}
-	var ev webhook.Event
-	if err := json.Unmarshal(body, &ev); err != nil {
-		g.t.Errorf("gateway: body: %v", err)
-	}
-	g.mu.Lock()
-	g.reqs = append(g.reqs, received{Header: r.Header.Clone(), Body: body, Event: ev})
-	a := g.answer
-	g.mu.Unlock()
-	if a.RetryAfter != "" {
-		w.Header().Set("Retry-After", a.RetryAfter)
-	}
-	if a.Status == 0 {
-		a.Status = http.StatusNoContent
-	}
-	w.WriteHeader(a.Status)
-	io.WriteString(w, a.Body)
-}
-
-func (g *gateway) reply(a answer) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.answer = a
-}
-
-func (g *gateway) requests() []received {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return append([]received(nil), g.reqs...)
-}
+type answer = pushtest.Answer
 
 type bundle struct {
 	client *webhook.Client
-	gw     *gateway
-	srv    *httptest.Server
+	gw     *pushtest.Gateway
 }
 
 func setup(tb testing.TB) *bundle {
 	tb.Helper()
-	gw := &gateway{t: tb}
-	srv, hc := h2test.Start(tb, gw)
-	c, err := webhook.New(webhook.Config{URL: srv.URL + "/push", Secret: secret, HTTPClient: hc, Now: func() time.Time { return now }})
+	gw := pushtest.NewGateway(tb, secret, func() time.Time { return now })
+	c, err := webhook.New(webhook.Config{URL: gw.Server.URL + "/push", Secret: secret, HTTPClient: gw.Client, Now: func() time.Time { return now }})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &bundle{client: c, gw: gw, srv: srv}
+	return &bundle{client: c, gw: gw}
 }
 
 func logout() provider.Push {
@@ -138,7 +58,7 @@ func TestSendSignedEvent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Send: %v", err)
 	}
-	reqs := b.gw.requests()
+	reqs := b.gw.Requests()
 	if len(reqs) != 1 {
 		t.Fatalf("%d requests, want 1", len(reqs))
 	}
@@ -172,7 +92,7 @@ func TestSendSignedEvent(t *testing.T) {
 	if _, err := b.client.Send(t.Context(), other); err != nil {
 		t.Fatal(err)
 	}
-	reqs = b.gw.requests()
+	reqs = b.gw.Requests()
 	if reqs[1].Header.Get("webhook-id") != reqs[0].Header.Get("webhook-id") || reqs[2].Header.Get("webhook-id") == reqs[0].Header.Get("webhook-id") {
 		t.Errorf("webhook-ids %s, %s, %s: want the retry's equal and the other device's different",
 			reqs[0].Header.Get("webhook-id"), reqs[1].Header.Get("webhook-id"), reqs[2].Header.Get("webhook-id"))
@@ -202,7 +122,7 @@ func TestSendErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			b.gw.reply(tt.answer)
+			b.gw.Reply("", tt.answer)
 			res, err := b.client.Send(t.Context(), logout())
 			if res.Status != tt.answer.Status || res.RetryAfter != tt.wantRetryAfter {
 				t.Errorf("Result %+v, want status %d retry after %s", res, tt.answer.Status, tt.wantRetryAfter)
@@ -230,7 +150,7 @@ func TestSendErrors(t *testing.T) {
 func TestNetworkErrorIsRetryable(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.srv.Close()
+	b.gw.Server.Close()
 	_, err := b.client.Send(t.Context(), logout())
 	if d, ok := provider.RetryAfter(err); !ok || d != 0 {
 		t.Errorf("Send to a closed gateway: %v, want retryable without Retry-After", err)

@@ -1,7 +1,4 @@
-// Package h2test starts the local TLS HTTP/2 servers the providers' tests
-// talk to, so that every test exercises the transport the real services
-// require (APNs refuses HTTP/1.1).
-package h2test
+package pushtest
 
 import (
 	"crypto/ecdsa"
@@ -22,10 +19,12 @@ import (
 	"time"
 )
 
-// Start serves h over TLS with HTTP/2 until the test ends. A request that
-// arrives over another protocol fails the test and gets 505. The returned
-// client trusts only the server's certificate and is configured like the
-// providers' default one (ForceAttemptHTTP2, no other TLS settings).
+// Start serves h over TLS with HTTP/2 until the test ends, so that every
+// test exercises the transport the real services require (APNs refuses
+// HTTP/1.1). A request that arrives over another protocol fails the test
+// and gets 505. The returned client trusts only the server's certificate
+// and is configured like the providers' default one (ForceAttemptHTTP2, no
+// other TLS settings).
 func Start(tb testing.TB, h http.Handler) (*httptest.Server, *http.Client) {
 	tb.Helper()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -37,7 +36,7 @@ func Start(tb testing.TB, h http.Handler) (*httptest.Server, *http.Client) {
 		h.ServeHTTP(w, r)
 	}))
 	srv.EnableHTTP2 = true
-	srv.Config.ErrorLog = log.New(tb.Output(), "h2test: ", 0)
+	srv.Config.ErrorLog = log.New(tb.Output(), "pushtest: ", 0)
 	srv.StartTLS()
 	tb.Cleanup(srv.Close)
 

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/changes"
 )
 
 // NotifyChannel is the PostgreSQL channel a command notifies after writing
@@ -43,6 +44,9 @@ type op struct {
 	reason  string
 	outbox  []outboxRow
 	targets targets
+	// feed is set when the operation appended to the tenant's session
+	// change feed.
+	feed bool
 }
 
 type outboxRow struct {
@@ -141,7 +145,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 
 	var status int
 	var body []byte
+	var wake wakeup
 	err = s.inTx(r.Context(), func(ctx context.Context, tx pgx.Tx) error {
+		wake = wakeup{}
 		if key != "" {
 			var prevHash []byte
 			err := tx.QueryRow(ctx, `SELECT request_hash, response_status, response FROM operations
@@ -200,11 +206,13 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 			c.tenant, actor, ip, c.kind, id, targetsJSON, c.reason); err != nil {
 			return err
 		}
+		wake = wakeup{tenant: c.tenant, outbox: len(o.outbox) > 0, feed: o.feed}
 		return insertOutbox(ctx, tx, uuid.NullUUID{UUID: id, Valid: true}, o.outbox)
 	})
 	if err != nil {
 		return err
 	}
+	s.wake(r.Context(), wake)
 	if status == http.StatusAccepted {
 		s.metrics.commands.WithLabelValues(c.kind).Inc()
 	}
@@ -225,9 +233,10 @@ func lockTenant(ctx context.Context, tx pgx.Tx, tenant string) error {
 	return err
 }
 
-// insertOutbox writes the operation's events and wakes the relay. The rows
-// are written last in the transaction, after the row locks that order
-// changes of the same state entry were taken.
+// insertOutbox writes the operation's events; wake the relay with
+// Server.wake once they committed. The rows are written last in the
+// transaction, after the row locks that order changes of the same state
+// entry were taken.
 func insertOutbox(ctx context.Context, tx pgx.Tx, opID uuid.NullUUID, rows []outboxRow) error {
 	if len(rows) == 0 {
 		return nil
@@ -243,10 +252,37 @@ func insertOutbox(ctx context.Context, tx pgx.Tx, opID uuid.NullUUID, rows []out
 		ids, subjects, payloads, opID); err != nil {
 		return fmt.Errorf("admin: outbox: %w", err)
 	}
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", NotifyChannel); err != nil {
-		return fmt.Errorf("admin: notify: %w", err)
-	}
 	return nil
+}
+
+// wakeup is what a committed transaction wakes.
+type wakeup struct {
+	tenant string
+	outbox bool // the relay: new outbox rows
+	feed   bool // the tenant's live session views
+}
+
+// wake notifies, after the commit, the relay and the tenant's live views.
+// Inside the transaction a NOTIFY would hold PostgreSQL's cluster-wide
+// notify lock through the commit's WAL flush, so that commands of every
+// tenant would commit one at a time (evict-bench measured the command rate
+// it caps; see docs/benchmarks.md). A wake lost to a crash right after the
+// commit only delays: the relay polls every second, streams every 15.
+func (s *Server) wake(ctx context.Context, w wakeup) {
+	// The command is committed: a client gone now must not stop the wake.
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	switch {
+	case w.outbox && w.feed:
+		_, err = s.pool.Exec(ctx, "SELECT pg_notify($1, ''), pg_notify($2, $3)", NotifyChannel, changes.Channel, w.tenant)
+	case w.outbox:
+		_, err = s.pool.Exec(ctx, "SELECT pg_notify($1, '')", NotifyChannel)
+	case w.feed:
+		err = changes.Notify(ctx, s.pool, w.tenant)
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "wake after commit", "tenant", w.tenant, "err", err)
+	}
 }
 
 // inTx runs fn in a transaction and retries it when PostgreSQL aborts it for

@@ -69,9 +69,7 @@ func revokeUsers(ctx context.Context, tx pgx.Tx, o *op, users []string, cause, g
 		o.tenant, revokedUsers, cause, o.reason, o.id, nbs); err != nil {
 		return fmt.Errorf("admin: revoke users' sessions: %w", err)
 	}
-	if err := changes.Notify(ctx, tx, o.tenant); err != nil {
-		return err
-	}
+	o.feed = true
 	o.addUsers(users)
 	return nil
 }
@@ -97,6 +95,7 @@ func revokeTenant(ctx context.Context, tx pgx.Tx, o *op) error {
 	if err := changes.Record(ctx, tx, o.tenant, "", "", changes.TenantRevoked, map[string]any{"operation_id": o.id.String()}); err != nil {
 		return err
 	}
+	o.feed = true
 	return emit(o, subject, events.TypeTenantRevoked, "tenant", nb, events.TenantRevoked{
 		Tenant: o.tenant, NotBefore: nb, OperationID: o.id.String(), Cause: events.CauseTenantLogout, Reason: o.reason,
 	})
@@ -139,6 +138,7 @@ func revokeSession(ctx context.Context, tx pgx.Tx, o *op, session, cause string,
 	if err := changes.Record(ctx, tx, o.tenant, user, session, kind, map[string]any{"operation_id": o.id.String(), "cause": cause}); err != nil {
 		return false, err
 	}
+	o.feed = true
 	return true, emit(o, subject, events.TypeSessionRevoked, "sessions/"+session, at, events.SessionRevoked{
 		Tenant: o.tenant, Session: session, User: user, RevokedAt: at, OperationID: o.id.String(),
 		Cause: cause, Reason: o.reason,

@@ -182,6 +182,9 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if created {
+		s.wake(r.Context(), wakeup{tenant: tenant, outbox: true, feed: true})
+	}
 	w.Header().Set("Location", "/v1/tenants/"+tenant+"/sessions/"+req.SessionID)
 	if created {
 		writeJSON(w, http.StatusCreated, out)

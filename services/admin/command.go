@@ -44,9 +44,11 @@ type op struct {
 	reason  string
 	outbox  []outboxRow
 	targets targets
-	// feed is set when the operation appended to the tenant's session
-	// change feed.
-	feed bool
+	// feed appends the operation's changes to the tenant's session change
+	// feed. run calls it last, right before the commit: appending takes
+	// the tenant's feed lock (see changes.Lock), held until the commit, so
+	// every statement after it would make the tenant's other commands wait.
+	feed []func(context.Context, pgx.Tx) error
 }
 
 type outboxRow struct {
@@ -206,8 +208,16 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 			c.tenant, actor, ip, c.kind, id, targetsJSON, c.reason); err != nil {
 			return err
 		}
-		wake = wakeup{tenant: c.tenant, outbox: len(o.outbox) > 0, feed: o.feed}
-		return insertOutbox(ctx, tx, uuid.NullUUID{UUID: id, Valid: true}, o.outbox)
+		if err := insertOutbox(ctx, tx, uuid.NullUUID{UUID: id, Valid: true}, o.outbox); err != nil {
+			return err
+		}
+		for _, f := range o.feed {
+			if err := f(ctx, tx); err != nil {
+				return err
+			}
+		}
+		wake = wakeup{tenant: c.tenant, outbox: len(o.outbox) > 0, feed: len(o.feed) > 0}
+		return nil
 	})
 	if err != nil {
 		return err

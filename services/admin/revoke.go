@@ -50,26 +50,31 @@ func revokeUsers(ctx context.Context, tx pgx.Tx, o *op, users []string, cause, g
 	if err != nil {
 		return fmt.Errorf("admin: revoke users: %w", err)
 	}
-	// Mark the users' registered sessions revoked, remember them as the
-	// operation's targets, and feed the live session views.
-	if err := changes.Lock(ctx, tx, o.tenant); err != nil {
-		return err
-	}
+	// Mark the users' registered sessions revoked and remember them as the
+	// operation's targets; the live session views get them at the end.
 	if _, err := tx.Exec(ctx, `WITH rev AS (
 			UPDATE sessions s SET revoked_at = w.nb, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
 			FROM unnest($2::text[], $6::timestamptz[]) AS w(u, nb)
 			WHERE s.tenant_id = $1 AND s.user_id = w.u AND s.issued_at <= w.nb
 			  AND s.revoked_at IS NULL AND s.ended_at IS NULL
-			RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id),
-		tgt AS (
-			INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
-			SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev)
-		INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
-		SELECT $1, user_id, session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text) FROM rev`,
+			RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id)
+		INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
+		SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev`,
 		o.tenant, revokedUsers, cause, o.reason, o.id, nbs); err != nil {
 		return fmt.Errorf("admin: revoke users' sessions: %w", err)
 	}
-	o.feed = true
+	o.feed = append(o.feed, func(ctx context.Context, tx pgx.Tx) error {
+		if err := changes.Lock(ctx, tx, o.tenant); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
+			SELECT $1, user_id, session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text)
+			FROM operation_targets WHERE operation_id = $2 AND user_id = ANY($4)`,
+			o.tenant, o.id, cause, revokedUsers, o.id.String()); err != nil {
+			return fmt.Errorf("admin: feed revoked sessions: %w", err)
+		}
+		return nil
+	})
 	o.addUsers(users)
 	return nil
 }
@@ -92,10 +97,9 @@ func revokeTenant(ctx context.Context, tx pgx.Tx, o *op) error {
 	}
 	o.targets.Tenant = true
 	// One change for the whole tenant: its sessions are not touched one by one.
-	if err := changes.Record(ctx, tx, o.tenant, "", "", changes.TenantRevoked, map[string]any{"operation_id": o.id.String()}); err != nil {
-		return err
-	}
-	o.feed = true
+	o.feed = append(o.feed, func(ctx context.Context, tx pgx.Tx) error {
+		return changes.Record(ctx, tx, o.tenant, "", "", changes.TenantRevoked, map[string]any{"operation_id": o.id.String()})
+	})
 	return emit(o, subject, events.TypeTenantRevoked, "tenant", nb, events.TenantRevoked{
 		Tenant: o.tenant, NotBefore: nb, OperationID: o.id.String(), Cause: events.CauseTenantLogout, Reason: o.reason,
 	})
@@ -135,10 +139,9 @@ func revokeSession(ctx context.Context, tx pgx.Tx, o *op, session, cause string,
 	if end {
 		kind = changes.Ended
 	}
-	if err := changes.Record(ctx, tx, o.tenant, user, session, kind, map[string]any{"operation_id": o.id.String(), "cause": cause}); err != nil {
-		return false, err
-	}
-	o.feed = true
+	o.feed = append(o.feed, func(ctx context.Context, tx pgx.Tx) error {
+		return changes.Record(ctx, tx, o.tenant, user, session, kind, map[string]any{"operation_id": o.id.String(), "cause": cause})
+	})
 	return true, emit(o, subject, events.TypeSessionRevoked, "sessions/"+session, at, events.SessionRevoked{
 		Tenant: o.tenant, Session: session, User: user, RevokedAt: at, OperationID: o.id.String(),
 		Cause: cause, Reason: o.reason,

@@ -168,16 +168,17 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 			}
 			return nil
 		}
-		if err := changes.Record(ctx, tx, tenant, req.UserID, req.SessionID, changes.Started, nil); err != nil {
-			return err
-		}
 		o := &op{tenant: tenant}
 		if err := emitHistory(o, events.TypeSessionRegistered, "sessions/"+req.SessionID, out.RegisteredAt, events.SessionLifecycle{
 			Tenant: tenant, Session: req.SessionID, User: req.UserID, Client: req.Client, IssuedAt: out.IssuedAt,
 		}); err != nil {
 			return err
 		}
-		return insertOutbox(ctx, tx, uuid.NullUUID{}, o.outbox)
+		if err := insertOutbox(ctx, tx, uuid.NullUUID{}, o.outbox); err != nil {
+			return err
+		}
+		// Last: the feed's lock is held until the commit.
+		return changes.Record(ctx, tx, tenant, req.UserID, req.SessionID, changes.Started, nil)
 	})
 	if err != nil {
 		return err

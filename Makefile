@@ -45,7 +45,7 @@ bench:
 
 ## bench-full: evict-bench at the sizes of docs/benchmarks.md, report in docs/bench/
 bench-full:
-	$(GO) run ./cmd/evict-bench -bulk-users 100000 -tenant-sessions 1000000 -disconnect 60s -duration 20s -out docs/bench $(BENCHFLAGS)
+	$(GO) run ./cmd/evict-bench -bulk-users 100000 -tenant-sessions 1000000 -disconnect 60s -duration 10s -out docs/bench $(BENCHFLAGS)
 
 ## lint: gofmt, go vet and staticcheck (pinned in go.mod as a tool)
 lint:

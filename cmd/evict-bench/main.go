@@ -4,7 +4,7 @@
 // report.md and latency.svg to a results folder. `make bench` runs it with
 // small sizes; the full run of docs/benchmarks.md is
 //
-//	make bench-full  # go run ./cmd/evict-bench -bulk-users 100000 -tenant-sessions 1000000 -disconnect 60s -duration 20s -out docs/bench
+//	make bench-full  # go run ./cmd/evict-bench -bulk-users 100000 -tenant-sessions 1000000 -disconnect 60s -duration 10s -out docs/bench
 package main
 
 import (
@@ -37,6 +37,7 @@ func run() error {
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each steady run, after the warmup")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "operations due in this first stretch of a steady run are not counted")
 	fs.IntVar(&cfg.Burst, "burst", 500, "commands due at once in each burst run")
+	fs.IntVar(&cfg.Tenants, "tenants", 10, "tenants the logout commands are spread over (each tenant's commands commit one at a time)")
 	guards := fs.String("guards", "1,10,50", "guard fleet sizes of the end-to-end runs")
 	fs.IntVar(&cfg.Fleet, "fleet", 10, "guards kept for bulk, tenant-wide and the cache baseline (one of -guards)")
 	fs.IntVar(&cfg.BulkUsers, "bulk-users", 10_000, "users (3 sessions each) logged out in one bulk command")
@@ -47,7 +48,7 @@ func run() error {
 	fs.IntVar(&cfg.ColdRuns, "cold-runs", 3, "cold starts measured")
 	cpus := fs.String("cpu", "1,2", "GOMAXPROCS values of the check benchmarks")
 	fs.DurationVar(&cfg.Disconnect, "disconnect", 10*time.Second, "how long a guard is cut off before its catch-up")
-	fs.Float64Var(&cfg.CatchupRate, "catchup-rate", 1000, "command rate per second while the guard is cut off")
+	fs.Float64Var(&cfg.CatchupRate, "catchup-rate", 200, "command rate per second while the guard is cut off")
 	fs.IntVar(&cfg.Lookups, "lookups", 20_000, "PostgreSQL lookups of the per-request baseline")
 	fs.DurationVar(&cfg.CacheRefresh, "cache-refresh", 10*time.Second, "refresh period of the cache baseline")
 	fs.DurationVar(&cfg.CacheDuration, "cache-duration", 30*time.Second, "how long commands are sent in the cache baseline")

@@ -45,7 +45,7 @@ func (e *env) lookup(ctx context.Context, rep *report.Report) error {
 		return fmt.Errorf("bench: lookup: %w", err)
 	}
 	if !loaded { // the tenant-wide scenario did not run
-		if err := e.addSessions(ctx, tenant, "t", users, 4); err != nil {
+		if err := e.addSessions(ctx, tenant, "t", users, 4, 0, 1); err != nil {
 			return err
 		}
 	}
@@ -117,8 +117,9 @@ func procCPU(pid int) time.Duration {
 // each, the staleness is the time from the command's due time to the
 // refresh that made the cache refuse the user.
 func (e *env) cache(ctx context.Context, rep *report.Report) error {
-	const tenant = "cache"
+	const base = "cache"
 	n := int(e.cfg.CacheRate * e.cfg.CacheDuration.Seconds())
+	tenants := e.spread(base, n)
 	var mu sync.Mutex
 	visible := map[string]time.Time{}
 	cctx, cancel := context.WithCancel(ctx)
@@ -134,7 +135,7 @@ func (e *env) cache(ctx context.Context, rep *report.Report) error {
 				return
 			case <-tick.C:
 			}
-			rows, err := e.pool.Query(cctx, "SELECT user_id FROM user_watermarks WHERE tenant_id = $1", tenant)
+			rows, err := e.pool.Query(cctx, "SELECT user_id FROM user_watermarks WHERE tenant_id = ANY($1)", tenants)
 			if err != nil {
 				refreshed <- err
 				return
@@ -159,7 +160,7 @@ func (e *env) cache(ctx context.Context, rep *report.Report) error {
 			}
 		}
 	}()
-	res, err := e.logoutLoad(ctx, tenant, n, e.cfg.CacheRate, 0, len(e.fleet), nil)
+	res, err := e.logoutLoad(ctx, base, n, e.cfg.CacheRate, 0, len(e.fleet), nil, nil)
 	if err != nil {
 		return fmt.Errorf("bench: cache baseline: %w", err)
 	}

@@ -28,6 +28,9 @@ type Config struct {
 	Duration, Warmup time.Duration
 	// Burst is the number of commands due at once in the burst runs.
 	Burst int
+	// Tenants is the number of tenants the logout commands of the
+	// end-to-end and cache runs are spread over.
+	Tenants int
 	// Guards are the fleet sizes of the end-to-end runs; Fleet the size
 	// kept for bulk, tenant-wide and the cache baseline (one of Guards,
 	// so that the floor of the same size is measured).

@@ -82,7 +82,7 @@ func (e *env) coldStart(ctx context.Context, rep *report.Report) (cold *benchGua
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		g, took, err := e.startGuard(ctx, fmt.Sprintf("bench-cold-%d", i), u.String(), []string{coldTenant, catchupTenant})
+		g, took, err := e.startGuard(ctx, fmt.Sprintf("bench-cold-%d", i), u.String(), append([]string{coldTenant}, e.spread(catchupTenant, e.catchupOps())...))
 		if err != nil {
 			proxy.Close()
 			return nil, nil, err
@@ -172,43 +172,38 @@ func benchmarkCheck(g *guard.Guard, s guard.Session, parallel bool) testing.Benc
 	})
 }
 
+// catchupOps is the number of commands the cut-off guard misses.
+func (e *env) catchupOps() int {
+	return int(e.cfg.CatchupRate * e.cfg.Disconnect.Seconds())
+}
+
 // catchUp cuts the cold guard off, sends commands at CatchupRate for
 // Disconnect, restores the connection, and measures how long the guard
 // takes to apply every revocation it missed and to be fresh again.
 func (e *env) catchUp(ctx context.Context, rep *report.Report, cold *benchGuard, proxy *netproxy.Proxy) error {
-	n := int(e.cfg.CatchupRate * e.cfg.Disconnect.Seconds())
-	if err := e.addSessions(ctx, catchupTenant, "u", n, 1); err != nil {
-		return err
-	}
-	t := newTracker(catchupTenant, 1, e.issued)
-	t.only = cold
+	n := e.catchupOps()
 	proxy.Cut()
 	var restored time.Time
 	fresh := make(chan time.Time, 1)
-	_, err := e.run(ctx, load{t: t, n: n, rate: e.cfg.CatchupRate, key: func(i int) string { return "u" + itoa(i) },
-		send: func(ctx context.Context, i int, _ time.Time) error {
-			_, err := e.api.LogoutUser(ctx, catchupTenant, "u"+itoa(i), "")
-			return err
-		},
-		sent: func() {
-			// The guard missed everything sent; it may also have gone
-			// stale (no heartbeat for MaxStaleness).
-			restored = time.Now()
-			proxy.Restore()
-			go func() {
-				for cold.Healthy() != nil || cold.StateAge() > time.Since(restored) {
-					if time.Since(restored) > time.Minute {
-						return
-					}
-					time.Sleep(time.Millisecond)
+	res, err := e.logoutLoad(ctx, catchupTenant, n, e.cfg.CatchupRate, 0, 1, cold, func() {
+		// The guard missed everything sent; it may also have gone stale
+		// (no heartbeat for MaxStaleness).
+		restored = time.Now()
+		proxy.Restore()
+		go func() {
+			for cold.Healthy() != nil || cold.StateAge() > time.Since(restored) {
+				if time.Since(restored) > time.Minute {
+					return
 				}
-				fresh <- time.Now()
-			}()
-		}})
+				time.Sleep(time.Millisecond)
+			}
+			fresh <- time.Now()
+		}()
+	})
 	if err != nil {
 		return fmt.Errorf("bench: catch-up: %w", err)
 	}
-	lat, last := t.doneSince(restored)
+	lat, last := res.t.doneSince(restored)
 	took := last.Sub(restored)
 	var freshAfter time.Duration
 	select {

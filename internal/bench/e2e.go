@@ -33,7 +33,7 @@ func (e *env) endToEnd(ctx context.Context, rep *report.Report) error {
 			if mode.rate == 0 {
 				tenant += "-burst"
 			}
-			res, err := e.logoutLoad(ctx, tenant, mode.n, mode.rate, mode.warmup, len(e.fleet), nil)
+			res, err := e.logoutLoad(ctx, tenant, mode.n, mode.rate, mode.warmup, len(e.fleet), nil, nil)
 			if err != nil {
 				return fmt.Errorf("bench: end to end, %d guards, %s: %w", n, mode.name, err)
 			}
@@ -50,20 +50,39 @@ func (e *env) endToEnd(ctx context.Context, rep *report.Report) error {
 	return nil
 }
 
-// logoutLoad creates tenant with users u0 … u(n-1), one session each, and
-// logs them out one command each, open loop at rate (0: a burst), until
-// want guards refuse each (only that guard, when only is set).
-func (e *env) logoutLoad(ctx context.Context, tenant string, n int, rate float64, warmup time.Duration, want int, only *benchGuard) (result, error) {
-	if err := e.addSessions(ctx, tenant, "u", n, 1); err != nil {
-		return result{}, err
+// logoutLoad logs out users u0 … u(n-1), one session each, one command
+// each, open loop at rate (0: a burst), until want guards refuse each (only
+// that guard, when only is set); sent, when set, runs once every command
+// has been answered (see load.sent). The users are spread round-robin over
+// Tenants tenants named base-0, base-1, …: a command takes its tenant's
+// session-feed lock until it commits, so one tenant's commands commit one
+// at a time.
+func (e *env) logoutLoad(ctx context.Context, base string, n int, rate float64, warmup time.Duration, want int, only *benchGuard,
+	sent func()) (result, error) {
+	tenants := e.spread(base, n)
+	tn := len(tenants)
+	for k := range tenants {
+		if err := e.addSessions(ctx, tenants[k], "u", (n-k+tn-1)/tn, 1, k, tn); err != nil {
+			return result{}, err
+		}
 	}
-	t := newTracker(tenant, want, e.issued)
+	t := newTracker(base, want, e.issued, tenants...)
 	t.only = only
 	return e.run(ctx, load{t: t, n: n, rate: rate, warmup: warmup, key: func(i int) string { return "u" + itoa(i) },
 		send: func(ctx context.Context, i int, _ time.Time) error {
-			_, err := e.api.LogoutUser(ctx, tenant, "u"+itoa(i), "")
+			_, err := e.api.LogoutUser(ctx, tenants[i%tn], "u"+itoa(i), "")
 			return err
-		}})
+		},
+		sent: sent})
+}
+
+// spread names the tenants that n commands of logoutLoad(base) go to.
+func (e *env) spread(base string, n int) []string {
+	tenants := make([]string, max(1, min(e.cfg.Tenants, n)))
+	for k := range tenants {
+		tenants[k] = base + "-" + itoa(k)
+	}
+	return tenants
 }
 
 // steadyName names the end-to-end row of n guards at rate.

@@ -74,7 +74,7 @@ func startEnv(ctx context.Context, cfg Config) (_ *env, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: EVICT_BENCH_DATABASE_URL: %w", err)
 	}
-	dbURL := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", pc.User, pc.Host, pc.Port, e.dbName)
+	dbURL := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable&pool_max_conns=32", pc.User, pc.Host, pc.Port, e.dbName)
 	token := make([]byte, 24)
 	_, _ = rand.Read(token)
 	dctx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -253,9 +253,9 @@ func (e *env) holders() []string {
 // addSessions inserts sessions straight into PostgreSQL, as registration
 // would leave them (registration through the API runs at about a thousand
 // a second; a million would take a quarter of an hour): perUser sessions
-// for each of users user-prefix0 … user-prefix(users-1), held by the fleet
-// in turn.
-func (e *env) addSessions(ctx context.Context, tenant, prefix string, users, perUser int) error {
+// for each of users users, numbered from first in steps of step (user
+// prefix<first>, prefix<first+step>, …), held by the fleet in turn.
+func (e *env) addSessions(ctx context.Context, tenant, prefix string, users, perUser, first, step int) error {
 	if _, err := e.api.CreateTenant(ctx, tenant); err != nil {
 		return fmt.Errorf("bench: create tenant %s: %w", tenant, err)
 	}
@@ -267,9 +267,10 @@ func (e *env) addSessions(ctx context.Context, tenant, prefix string, users, per
 		holders = []string{"nobody"}
 	}
 	_, err := e.pool.Exec(ctx, `INSERT INTO sessions (tenant_id, session_id, user_id, client, issued_at, last_seen_at, holder)
-		SELECT $1, $2 || u || '-' || k, $2 || u, 'web', $3, $3, ($4::text[])[1 + (u * $5 + k) % cardinality($4::text[])]
+		SELECT $1, $2 || ($7 + u * $8) || '-' || k, $2 || ($7 + u * $8), 'web', $3, $3,
+		       ($4::text[])[1 + (u * $5 + k) % cardinality($4::text[])]
 		FROM generate_series(0, $6 - 1) AS u, generate_series(0, $5 - 1) AS k`,
-		tenant, prefix, e.issued, holders, perUser, users)
+		tenant, prefix, e.issued, holders, perUser, users, first, step)
 	if err != nil {
 		return fmt.Errorf("bench: insert sessions of %s: %w", tenant, err)
 	}

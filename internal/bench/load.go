@@ -32,6 +32,7 @@ type result struct {
 	sum   stats.Summary
 	lat   []time.Duration
 	start time.Time
+	t     *tracker
 }
 
 func (e *env) run(ctx context.Context, l load) (result, error) {
@@ -46,7 +47,7 @@ func (e *env) run(ctx context.Context, l load) (result, error) {
 		l.t.expect(l.key(i), due)
 		if err := l.send(ctx, i, due); err != nil {
 			l.t.errs.Add(1)
-			once.Do(func() { e.log.Error("operation failed", "tenant", l.t.tenant, "err", err) })
+			once.Do(func() { e.log.Error("operation failed", "tenant", l.t.name, "err", err) })
 		}
 	})
 	if err != nil {
@@ -60,7 +61,7 @@ func (e *env) run(ctx context.Context, l load) (result, error) {
 		return result{}, err
 	}
 	if p := l.t.problems(); p != "" {
-		return result{}, fmt.Errorf("bench: %s: %s", l.t.tenant, p)
+		return result{}, fmt.Errorf("bench: %s: %s", l.t.name, p)
 	}
 	from := sched.Start.Add(l.warmup)
 	lat, last := l.t.latencies(from)
@@ -71,5 +72,5 @@ func (e *env) run(ctx context.Context, l load) (result, error) {
 		k := (from.Sub(sched.Start) + sched.Interval - 1) / sched.Interval
 		first = sched.Due(int(k))
 	}
-	return result{sum: stats.Summarize(lat, last.Sub(first)), lat: lat, start: sched.Start}, nil
+	return result{sum: stats.Summarize(lat, last.Sub(first)), lat: lat, start: sched.Start, t: l.t}, nil
 }

@@ -17,14 +17,16 @@ import (
 // guard's apply goroutine right after the entry is stored: from that moment
 // on, Check refuses the session. The hook checks that, then counts.
 //
-// Revocations are keyed by user id (KindUser), or by operation id
+// Revocations are keyed by user id (KindUser; unique across the tenants of
+// a tracker), or by operation id
 // (KindTenant, whose id is not known before the command returns). The key
 // may arrive before the sender registers its due time.
 type tracker struct {
-	tenant string
-	want   int         // guards that must refuse
-	only   *benchGuard // when set, the one guard that counts
-	issued time.Time
+	name    string          // for messages
+	tenants map[string]bool // the tenants whose revocations count
+	want    int             // guards that must refuse
+	only    *benchGuard     // when set, the one guard that counts
+	issued  time.Time
 
 	mu      sync.Mutex
 	items   map[string]*item
@@ -40,13 +42,19 @@ type item struct {
 	count       int
 }
 
-func newTracker(tenant string, want int, issued time.Time) *tracker {
-	return &tracker{tenant: tenant, want: want, issued: issued, items: map[string]*item{}, changed: make(chan struct{})}
+// newTracker tracks the revocations of tenants (the floor's counts name
+// no tenant).
+func newTracker(name string, want int, issued time.Time, tenants ...string) *tracker {
+	t := &tracker{name: name, tenants: map[string]bool{}, want: want, issued: issued, items: map[string]*item{}, changed: make(chan struct{})}
+	for _, tn := range tenants {
+		t.tenants[tn] = true
+	}
+	return t
 }
 
 func (t *tracker) arrive(bg *benchGuard, r events.Revocation) {
 	now := time.Now()
-	if r.Tenant != t.tenant || (t.only != nil && bg != t.only) {
+	if !t.tenants[r.Tenant] || (t.only != nil && bg != t.only) {
 		return
 	}
 	key := r.ID

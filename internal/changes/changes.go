@@ -30,11 +30,35 @@ const (
 // Lock serializes, until commit, the transactions that append to a
 // tenant's feed. Feed ids then follow commit order within the tenant, which
 // is what lets a stream resume after the last id it sent without skipping a
-// change committed late with a smaller id.
+// change committed late with a smaller id. Take it as late as possible in
+// the transaction: the tenant's other writers wait until the commit.
 func Lock(ctx context.Context, tx pgx.Tx, tenant string) error {
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('evict-changes/' || $1, 0))", tenant); err != nil {
+	if _, err := tx.Exec(ctx, lockSQL, tenant); err != nil {
 		return fmt.Errorf("changes: lock feed: %w", err)
 	}
+	return nil
+}
+
+const lockSQL = "SELECT pg_advisory_xact_lock(hashtextextended('evict-changes/' || $1, 0))"
+
+// QueueLock queues Lock in a batch.
+func QueueLock(b *pgx.Batch, tenant string) {
+	b.Queue(lockSQL, tenant)
+}
+
+// Queue queues, in a batch sent inside the transaction, the lock and the
+// append of one change.
+func Queue(b *pgx.Batch, tenant, user, session, kind string, detail map[string]any) error {
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	d, err := json.Marshal(detail)
+	if err != nil {
+		return fmt.Errorf("changes: %w", err)
+	}
+	QueueLock(b, tenant)
+	b.Queue(`INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail) VALUES ($1, $2, $3, $4, $5)`,
+		tenant, user, session, kind, d)
 	return nil
 }
 
@@ -61,18 +85,11 @@ func Notify(ctx context.Context, db Execer, tenants ...string) error {
 // Record appends one change; wake the tenant's streams with Notify after
 // the commit.
 func Record(ctx context.Context, tx pgx.Tx, tenant, user, session, kind string, detail map[string]any) error {
-	if detail == nil {
-		detail = map[string]any{}
-	}
-	b, err := json.Marshal(detail)
-	if err != nil {
+	var b pgx.Batch
+	if err := Queue(&b, tenant, user, session, kind, detail); err != nil {
 		return err
 	}
-	if err := Lock(ctx, tx, tenant); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail) VALUES ($1, $2, $3, $4, $5)`,
-		tenant, user, session, kind, b); err != nil {
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("changes: record: %w", err)
 	}
 	return nil

@@ -44,11 +44,15 @@ type op struct {
 	reason  string
 	outbox  []outboxRow
 	targets targets
-	// feed appends the operation's changes to the tenant's session change
-	// feed. run calls it last, right before the commit: appending takes
-	// the tenant's feed lock (see changes.Lock), held until the commit, so
-	// every statement after it would make the tenant's other commands wait.
-	feed []func(context.Context, pgx.Tx) error
+	// later holds the statements whose results the command does not need;
+	// run sends them with the operation's own rows in one round trip, the
+	// last before the commit.
+	later pgx.Batch
+	// feed holds the appends to the tenant's session change feed. They go
+	// at the very end of that round trip: appending takes the tenant's feed
+	// lock (see changes.Lock), held until the commit, so any statement
+	// after it would make the tenant's other commands wait.
+	feed pgx.Batch
 }
 
 type outboxRow struct {
@@ -195,28 +199,27 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 		if key != "" {
 			keyArg = key
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO operations
+		// One round trip for the rest: the statements the command left
+		// for later, the operation, its audit row, its events, and the
+		// feed last.
+		b := &o.later
+		b.Queue(`INSERT INTO operations
 			(id, tenant_id, kind, actor, source_ip, reason, idempotency_key, request_hash,
 			 response_status, response, targets, event_count, published_at)
 			VALUES ($1, $2, $3, $4, $5, nullif($6, ''), $7, $8, $9, $10, $11, $12,
 			        CASE WHEN $12 = 0 THEN clock_timestamp() END)`,
-			id, c.tenant, c.kind, actor, ip, c.reason, keyArg, hash[:], status, body, targetsJSON, len(o.outbox)); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO audit_log (tenant_id, actor, source_ip, action, operation_id, detail, reason)
+			id, c.tenant, c.kind, actor, ip, c.reason, keyArg, hash[:], status, body, targetsJSON, len(o.outbox))
+		b.Queue(`INSERT INTO audit_log (tenant_id, actor, source_ip, action, operation_id, detail, reason)
 			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''))`,
-			c.tenant, actor, ip, c.kind, id, targetsJSON, c.reason); err != nil {
-			return err
+			c.tenant, actor, ip, c.kind, id, targetsJSON, c.reason)
+		queueOutbox(b, uuid.NullUUID{UUID: id, Valid: true}, o.outbox)
+		for _, q := range o.feed.QueuedQueries {
+			b.Queue(q.SQL, q.Arguments...)
 		}
-		if err := insertOutbox(ctx, tx, uuid.NullUUID{UUID: id, Valid: true}, o.outbox); err != nil {
-			return err
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("admin: %s: %w", c.kind, err)
 		}
-		for _, f := range o.feed {
-			if err := f(ctx, tx); err != nil {
-				return err
-			}
-		}
-		wake = wakeup{tenant: c.tenant, outbox: len(o.outbox) > 0, feed: len(o.feed) > 0}
+		wake = wakeup{tenant: c.tenant, outbox: len(o.outbox) > 0, feed: o.feed.Len() > 0}
 		return nil
 	})
 	if err != nil {
@@ -243,13 +246,13 @@ func lockTenant(ctx context.Context, tx pgx.Tx, tenant string) error {
 	return err
 }
 
-// insertOutbox writes the operation's events; wake the relay with
-// Server.wake once they committed. The rows are written last in the
+// queueOutbox queues the insert of the operation's events; wake the relay
+// with Server.wake once they committed. The rows are written last in the
 // transaction, after the row locks that order changes of the same state
 // entry were taken.
-func insertOutbox(ctx context.Context, tx pgx.Tx, opID uuid.NullUUID, rows []outboxRow) error {
+func queueOutbox(b *pgx.Batch, opID uuid.NullUUID, rows []outboxRow) {
 	if len(rows) == 0 {
-		return nil
+		return
 	}
 	ids := make([]uuid.UUID, len(rows))
 	subjects := make([]string, len(rows))
@@ -257,12 +260,9 @@ func insertOutbox(ctx context.Context, tx pgx.Tx, opID uuid.NullUUID, rows []out
 	for i, r := range rows {
 		ids[i], subjects[i], payloads[i] = r.eventID, r.subject, r.payload
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO outbox (event_id, subject, payload, operation_id)
+	b.Queue(`INSERT INTO outbox (event_id, subject, payload, operation_id)
 		SELECT e, s, p, $4 FROM unnest($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY AS t(e, s, p, n) ORDER BY n`,
-		ids, subjects, payloads, opID); err != nil {
-		return fmt.Errorf("admin: outbox: %w", err)
-	}
-	return nil
+		ids, subjects, payloads, opID)
 }
 
 // wakeup is what a committed transaction wakes.

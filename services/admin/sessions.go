@@ -174,11 +174,12 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 		}); err != nil {
 			return err
 		}
-		if err := insertOutbox(ctx, tx, uuid.NullUUID{}, o.outbox); err != nil {
+		queueOutbox(&o.later, uuid.NullUUID{}, o.outbox)
+		// Last: the feed's lock is held until the commit.
+		if err := changes.Queue(&o.later, tenant, req.UserID, req.SessionID, changes.Started, nil); err != nil {
 			return err
 		}
-		// Last: the feed's lock is held until the commit.
-		return changes.Record(ctx, tx, tenant, req.UserID, req.SessionID, changes.Started, nil)
+		return tx.SendBatch(ctx, &o.later).Close()
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/evict-dev/evict/internal/bench"
+	"github.com/evict-dev/evict/internal/bench/report"
 )
 
 func main() {
@@ -57,7 +59,11 @@ func run() error {
 	out := fs.String("out", filepath.Join("bench-results", time.Now().Format("20060102-150405")), "results folder")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (evictd, guards and load) to this file")
 	verbose := fs.Bool("v", false, "log evictd's and the guards' info messages")
+	render := fs.String("render", "", "run nothing: render report.md and the plot again from the report.json in this folder")
 	_ = fs.Parse(os.Args[1:])
+	if *render != "" {
+		return rerender(*render)
+	}
 
 	var err error
 	if cfg.Guards, err = ints(*guards); err != nil {
@@ -105,6 +111,18 @@ func run() error {
 		fmt.Printf("\nresults in %s\n", *out)
 	}
 	return err
+}
+
+func rerender(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		return err
+	}
+	var rep report.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	return rep.WriteDir(dir)
 }
 
 func ints(s string) ([]int, error) {

@@ -12,9 +12,9 @@ import (
 
 // Plot geometry, in SVG user units.
 const (
-	plotW, plotH         = 900, 480
+	plotW, plotH         = 900, 540
 	marginL, marginR     = 60, 20
-	marginT, marginB     = 30, 150
+	marginT, marginB     = 30, 210
 	legendRow            = 16
 	plotRight, plotBelow = plotW - marginR, plotH - marginB
 )
@@ -60,8 +60,8 @@ func (r *Report) SVG(w io.Writer) error {
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(p.Value), y(p.Fraction)))
 		}
 		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`+"\n", col, strings.Join(pts, " "))
-		lx := marginL + (i%2)*((plotRight-marginL)/2)
-		ly := plotBelow + 34 + (i/2)*legendRow
+		lx := marginL
+		ly := plotBelow + 34 + i*legendRow
 		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="3"/>`+"\n", lx, ly-4, lx+20, ly-4, col)
 		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", lx+26, ly, html.EscapeString(c.Name))
 	}

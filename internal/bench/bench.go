@@ -17,7 +17,7 @@ import (
 )
 
 // Scenarios, in the order Run runs them.
-var Scenarios = []string{"floor", "e2e", "bulk", "tenant", "baseline", "cold"}
+var Scenarios = []string{"floor", "e2e", "bulk", "tenant", "baseline", "cold", "check"}
 
 // Config sizes a run. Zero values are not defaults: cmd/evict-bench sets
 // every field from its flags.
@@ -41,10 +41,9 @@ type Config struct {
 	// TenantSessions is the size of the big tenant; TenantLogouts the
 	// tenant-wide commands sent to it and to a tenant of 1,000.
 	TenantSessions, TenantLogouts int
-	// ColdEntries are loaded by a new guard ColdRuns times; HeldEntries
-	// is the middle size of the check benchmarks.
-	ColdEntries, HeldEntries, ColdRuns int
-	// CPUs are the GOMAXPROCS values of the check benchmarks.
+	// ColdEntries are loaded by a new guard ColdRuns times.
+	ColdEntries, ColdRuns int
+	// CPUs are the GOMAXPROCS values of the check benchmarks (go test -cpu).
 	CPUs []int
 	// Disconnect is how long the cold guard is cut off while commands
 	// arrive at CatchupRate.
@@ -122,10 +121,10 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 			}
 			defer proxy.Close()
 			defer cold.stop()
-			if err := e.checks(ctx, rep, cold); err != nil {
-				return err
-			}
 			return e.catchUp(ctx, rep, cold, proxy)
+		}},
+		{"check", func(ctx context.Context, rep *report.Report) error {
+			return checks(ctx, rep, cfg.CPUs)
 		}},
 	}
 	for _, s := range steps {

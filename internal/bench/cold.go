@@ -7,20 +7,17 @@ import (
 	"fmt"
 	"net/url"
 	"runtime"
-	"testing"
 	"time"
 
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/bench/report"
 	"github.com/evict-dev/evict/internal/bench/stats"
 	"github.com/evict-dev/evict/internal/netproxy"
-	"github.com/evict-dev/evict/pkg/guard"
 )
 
 // Tenants whose revocations are published straight to EVICT_STATE.
 const (
 	coldTenant    = "cold"
-	heldTenant    = "held"
 	catchupTenant = "catchup"
 )
 
@@ -58,7 +55,7 @@ func (e *env) publishUsers(ctx context.Context, tenant string, n int) error {
 
 // coldStart publishes ColdEntries revocations and starts new guards that
 // load them (ColdRuns times), measuring the time to ready and the heap
-// each entry takes. The last guard stays for the check benchmarks and the
+// each entry takes. The last guard stays for the
 // catch-up, connected through a proxy that can cut it off.
 func (e *env) coldStart(ctx context.Context, rep *report.Report) (cold *benchGuard, proxy *netproxy.Proxy, err error) {
 	if err := e.publishUsers(ctx, coldTenant, e.cfg.ColdEntries); err != nil {
@@ -103,73 +100,6 @@ func (e *env) coldStart(ctx context.Context, rep *report.Report) (cold *benchGua
 			{Name: "heap per revocation entry (whole guard)", Value: heap, Unit: "B"},
 		}})
 	return cold, proxy, nil
-}
-
-// checks runs the Go benchmark of Guard.Check, serial and parallel, with
-// GOMAXPROCS 1 and 2, on guards holding 0, HeldEntries and ColdEntries
-// revocations.
-func (e *env) checks(ctx context.Context, rep *report.Report, cold *benchGuard) error {
-	if err := e.publishUsers(ctx, heldTenant, e.cfg.HeldEntries); err != nil {
-		return err
-	}
-	empty, _, err := e.startGuard(ctx, "bench-check-empty", e.d.NATSURL, []string{"nobody"})
-	if err != nil {
-		return err
-	}
-	defer empty.stop()
-	held, _, err := e.startGuard(ctx, "bench-check-held", e.d.NATSURL, []string{heldTenant})
-	if err != nil {
-		return err
-	}
-	defer held.stop()
-	procs := runtime.GOMAXPROCS(0)
-	defer runtime.GOMAXPROCS(procs)
-	for _, c := range []struct {
-		g      *benchGuard
-		tenant string
-	}{{empty, "nobody"}, {held, heldTenant}, {cold, coldTenant}} {
-		issued := time.Now().Add(-time.Hour)
-		for _, k := range []struct {
-			name string
-			s    guard.Session
-		}{
-			{"miss", guard.Session{Tenant: c.tenant, User: "someone-else", ID: "3f9a1c2e-session", IssuedAt: issued}},
-			{"hit", guard.Session{Tenant: c.tenant, User: "c7", ID: "3f9a1c2e-session", IssuedAt: issued}},
-		} {
-			if want := c.g.Entries() > 0 && k.name == "hit"; errors.Is(c.g.Check(k.s), guard.ErrSessionRevoked) != want {
-				return fmt.Errorf("bench: check %s on %d entries: revoked is not %v", k.name, c.g.Entries(), want)
-			}
-			for _, parallel := range []bool{false, true} {
-				for _, cpu := range e.cfg.CPUs {
-					runtime.GOMAXPROCS(cpu)
-					r := benchmarkCheck(c.g.Guard, k.s, parallel)
-					rep.Checks = append(rep.Checks, report.Check{Entries: c.g.Entries(), Case: k.name, Parallel: parallel, CPU: cpu,
-						NsPerOp: float64(r.T.Nanoseconds()) / float64(r.N), AllocsPerOp: r.AllocsPerOp(), BytesPerOp: r.AllocedBytesPerOp()})
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// benchmarkCheck is the Go benchmark of one Check, as pkg/guard's
-// BenchmarkCheck runs it; parallel uses b.RunParallel, whose ns/op is wall
-// time per check across GOMAXPROCS goroutines.
-func benchmarkCheck(g *guard.Guard, s guard.Session, parallel bool) testing.BenchmarkResult {
-	return testing.Benchmark(func(b *testing.B) {
-		b.ReportAllocs()
-		if parallel {
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					_ = g.Check(s)
-				}
-			})
-			return
-		}
-		for b.Loop() {
-			_ = g.Check(s)
-		}
-	})
 }
 
 // catchupOps is the number of commands the cut-off guard misses.

@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run demo test test-race bench lint fuzz build tools
+.PHONY: run demo test test-race bench bench-full lint fuzz build tools
 
 ## run: start evictd with embedded NATS JetStream and the local PostgreSQL
 run:
@@ -33,13 +33,19 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzCheckStrictJSON -fuzztime=$(FUZZTIME) ./services/admin/
 	$(GO) test -run=NONE -fuzz=FuzzRequestDecoders -fuzztime=$(FUZZTIME) ./services/admin/
 
-## bench: Go benchmarks: guard check; command → all guards enforce; listing at 1M sessions; pushes
+## bench: evict-bench with small sizes (results in bench-results/), then the
+# Go benchmarks it does not cover: revset lookups with the table out of
+# cache, session listing at 1M sessions, pushes. BENCHFLAGS adds flags.
 bench:
-	$(GO) test -run=NONE -bench=. -benchmem -cpu 1,2 ./pkg/guard/...
-	$(GO) test -run=NONE -bench=CommandToEnforcement -benchtime=3000x ./internal/evictd/
+	$(GO) run ./cmd/evict-bench $(BENCHFLAGS)
+	$(GO) test -run=NONE -bench=Get -benchmem -cpu 1,2 ./pkg/guard/internal/revset/
 	$(GO) test -run=NONE -bench=TenantListing -benchtime=200x ./internal/evictd/
 	$(GO) test -run=NONE -bench=TenantPush -benchtime=3x ./internal/evictd/
 	$(GO) test -run=NONE -bench=Send -benchtime=3s ./services/push/provider/apns/
+
+## bench-full: evict-bench at the sizes of docs/benchmarks.md, report in docs/bench/
+bench-full:
+	$(GO) run ./cmd/evict-bench -bulk-users 100000 -tenant-sessions 1000000 -disconnect 60s -duration 10s -out docs/bench $(BENCHFLAGS)
 
 ## lint: gofmt, go vet and staticcheck (pinned in go.mod as a tool)
 lint:

@@ -1,9 +1,7 @@
 package events
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -198,60 +196,4 @@ func (r Revocation) Subject() string {
 		return StatePrefix + r.Tenant + "." + KindTenant
 	}
 	return StatePrefix + r.Tenant + "." + r.Kind + "." + r.ID
-}
-
-// DecodeRevocation decodes a state event. It returns ErrUnknownType (wrapped)
-// for the heartbeat and for types it does not know. The data is decoded with
-// the type's own struct, so a field added to one type cannot break another.
-func DecodeRevocation(b []byte) (Revocation, error) {
-	var e struct {
-		ID   string          `json:"id"`
-		Type string          `json:"type"`
-		Time time.Time       `json:"time"`
-		Data json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(b, &e); err != nil {
-		return Revocation{}, fmt.Errorf("events: decode state event: %w", err)
-	}
-	r := Revocation{EventID: e.ID, EventTime: e.Time}
-	var err error
-	switch e.Type {
-	case TypeTenantRevoked:
-		var d TenantRevoked
-		err = json.Unmarshal(e.Data, &d)
-		r.Kind, r.Tenant, r.At, r.OperationID = KindTenant, d.Tenant, d.NotBefore, d.OperationID
-	case TypeUserRevoked:
-		var d UserRevoked
-		err = json.Unmarshal(e.Data, &d)
-		r.Kind, r.Tenant, r.ID, r.At, r.OperationID = KindUser, d.Tenant, d.User, d.NotBefore, d.OperationID
-	case TypeSessionRevoked:
-		var d SessionRevoked
-		err = json.Unmarshal(e.Data, &d)
-		r.Kind, r.Tenant, r.ID, r.At, r.OperationID = KindSession, d.Tenant, d.Session, d.RevokedAt, d.OperationID
-	case TypeDeviceRevoked:
-		var d DeviceRevoked
-		err = json.Unmarshal(e.Data, &d)
-		r.Kind, r.Tenant, r.ID, r.At, r.OperationID = KindDevice, d.Tenant, d.Device, d.RevokedAt, d.OperationID
-	case TypeTrustRevoked:
-		var d TrustRevoked
-		err = json.Unmarshal(e.Data, &d)
-		r.Kind, r.Tenant, r.ID, r.At, r.OperationID = KindTrust, d.Tenant, d.User, d.NotBefore, d.OperationID
-	default:
-		return Revocation{}, fmt.Errorf("%w: %q", ErrUnknownType, e.Type)
-	}
-	if err != nil {
-		return Revocation{}, fmt.Errorf("events: decode %s data: %w", e.Type, err)
-	}
-	if err := CheckID("tenant", r.Tenant); err != nil {
-		return Revocation{}, fmt.Errorf("events: %s: %w", e.Type, err)
-	}
-	if r.Kind != KindTenant {
-		if err := CheckID(r.Kind, r.ID); err != nil {
-			return Revocation{}, fmt.Errorf("events: %s: %w", e.Type, err)
-		}
-	}
-	if r.At.IsZero() {
-		return Revocation{}, fmt.Errorf("events: %s: missing timestamp", e.Type)
-	}
-	return r, nil
 }

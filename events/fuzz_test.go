@@ -162,9 +162,11 @@ func FuzzParseStateSubject(f *testing.F) {
 }
 
 // FuzzDecodeRevocation checks that DecodeRevocation never returns an entry
-// a guard could not store under a valid state subject.
+// a guard could not store under a valid state subject, and that it decodes
+// exactly as encoding/json would.
 func FuzzDecodeRevocation(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
+		sameDecoding(t, b)
 		r, err := events.DecodeRevocation(b)
 		if err != nil {
 			if r != (events.Revocation{}) {

@@ -1,6 +1,7 @@
 // Package changes appends to the per-tenant feed of session changes that
 // live views stream (Server-Sent Events with Last-Event-ID resume). Writers
-// append inside the transaction of the change itself.
+// append inside the transaction of the change itself, and wake the streams
+// with Notify once it has committed.
 package changes
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Channel is notified, with the tenant id as payload, after a change.
@@ -28,37 +30,67 @@ const (
 // Lock serializes, until commit, the transactions that append to a
 // tenant's feed. Feed ids then follow commit order within the tenant, which
 // is what lets a stream resume after the last id it sent without skipping a
-// change committed late with a smaller id.
+// change committed late with a smaller id. Take it as late as possible in
+// the transaction: the tenant's other writers wait until the commit.
 func Lock(ctx context.Context, tx pgx.Tx, tenant string) error {
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('evict-changes/' || $1, 0))", tenant); err != nil {
+	if _, err := tx.Exec(ctx, lockSQL, tenant); err != nil {
 		return fmt.Errorf("changes: lock feed: %w", err)
 	}
 	return nil
 }
 
-// Notify wakes the streams of tenant at commit.
-func Notify(ctx context.Context, tx pgx.Tx, tenant string) error {
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, tenant); err != nil {
-		return fmt.Errorf("changes: notify: %w", err)
+const lockSQL = "SELECT pg_advisory_xact_lock(hashtextextended('evict-changes/' || $1, 0))"
+
+// QueueLock queues Lock in a batch.
+func QueueLock(b *pgx.Batch, tenant string) {
+	b.Queue(lockSQL, tenant)
+}
+
+// Queue queues, in a batch sent inside the transaction, the lock and the
+// append of one change.
+func Queue(b *pgx.Batch, tenant, user, session, kind string, detail map[string]any) error {
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	d, err := json.Marshal(detail)
+	if err != nil {
+		return fmt.Errorf("changes: %w", err)
+	}
+	QueueLock(b, tenant)
+	b.Queue(`INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail) VALUES ($1, $2, $3, $4, $5)`,
+		tenant, user, session, kind, d)
+	return nil
+}
+
+// Execer runs a statement: a pool or a connection, outside any transaction.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Notify wakes the streams of each tenant. Call it after the changes
+// committed, not inside their transaction: a NOTIFY inside a transaction
+// holds PostgreSQL's cluster-wide notify lock through the commit's WAL
+// flush, which queues the commits of every tenant behind one another. A
+// wake lost to a crash right after a commit only delays the change: the
+// streams look every 15 seconds anyway.
+func Notify(ctx context.Context, db Execer, tenants ...string) error {
+	for _, t := range tenants {
+		if _, err := db.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, t); err != nil {
+			return fmt.Errorf("changes: notify: %w", err)
+		}
 	}
 	return nil
 }
 
-// Record appends one change and wakes the tenant's streams at commit.
+// Record appends one change; wake the tenant's streams with Notify after
+// the commit.
 func Record(ctx context.Context, tx pgx.Tx, tenant, user, session, kind string, detail map[string]any) error {
-	if detail == nil {
-		detail = map[string]any{}
-	}
-	b, err := json.Marshal(detail)
-	if err != nil {
+	var b pgx.Batch
+	if err := Queue(&b, tenant, user, session, kind, detail); err != nil {
 		return err
 	}
-	if err := Lock(ctx, tx, tenant); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail) VALUES ($1, $2, $3, $4, $5)`,
-		tenant, user, session, kind, b); err != nil {
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("changes: record: %w", err)
 	}
-	return Notify(ctx, tx, tenant)
+	return nil
 }

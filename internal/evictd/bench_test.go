@@ -4,110 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/testenv"
 	"github.com/evict-dev/evict/pkg/client"
-	"github.com/evict-dev/evict/pkg/guard"
 	"github.com/evict-dev/evict/services/push/provider"
 )
-
-// BenchmarkCommandToEnforcement measures, for each admin command (a user
-// logout over HTTP), the time from sending the request to the moment every
-// one of 3 guards has applied the revocation (p50-µs, p99-µs), and the part
-// of it spent until the API answered 202 (api-p50-µs, api-p99-µs).
-// Commands are sent one after another (closed loop): this is latency at low
-// load, not throughput.
-func BenchmarkCommandToEnforcement(b *testing.B) {
-	const nGuards = 3
-	bb := setupBench(b, nGuards)
-	ctx := context.Background()
-	if _, err := bb.api.CreateTenant(ctx, "bench"); err != nil {
-		b.Fatal(err)
-	}
-	lat := make([]time.Duration, 0, b.N)
-	api := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		user := fmt.Sprintf("u%d", i)
-		bb.expect(user)
-		start := time.Now()
-		if _, err := bb.api.LogoutUser(ctx, "bench", user, ""); err != nil {
-			b.Fatal(err)
-		}
-		api = append(api, time.Since(start))
-		bb.wait(b, user)
-		lat = append(lat, time.Since(start))
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	slices.Sort(api)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-	// The share of the admin API call itself (202 received).
-	b.ReportMetric(float64(api[len(api)/2].Microseconds()), "api-p50-µs")
-	b.ReportMetric(float64(api[len(api)*99/100].Microseconds()), "api-p99-µs")
-}
-
-type benchBundle struct {
-	*bundle
-	mu      sync.Mutex
-	pending map[string]chan struct{}
-	counts  map[string]int
-	n       int
-}
-
-func setupBench(b *testing.B, n int) *benchBundle {
-	bb := &benchBundle{pending: map[string]chan struct{}{}, counts: map[string]int{}, n: n}
-	bb.bundle = setupTB(b, 0)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for i := 0; i < n; i++ {
-		bb.guards = append(bb.guards, testenv.Guard(b, bb.d.NATSURL, guard.Config{Logger: quiet, OnRevocation: bb.applied}))
-	}
-	return bb
-}
-
-func (bb *benchBundle) expect(user string) {
-	bb.mu.Lock()
-	bb.pending[user] = make(chan struct{})
-	bb.mu.Unlock()
-}
-
-func (bb *benchBundle) applied(r events.Revocation) {
-	bb.mu.Lock()
-	defer bb.mu.Unlock()
-	bb.counts[r.ID]++
-	if bb.counts[r.ID] == bb.n {
-		if ch, ok := bb.pending[r.ID]; ok {
-			close(ch)
-			delete(bb.pending, r.ID)
-		}
-		delete(bb.counts, r.ID)
-	}
-}
-
-func (bb *benchBundle) wait(b *testing.B, user string) {
-	bb.mu.Lock()
-	ch, ok := bb.pending[user]
-	bb.mu.Unlock()
-	if !ok {
-		return // already applied everywhere
-	}
-	select {
-	case <-ch:
-	case <-time.After(10 * time.Second):
-		b.Fatalf("revocation of %s not applied by all guards", user)
-	}
-}
 
 // BenchmarkTenantListing lists the live sessions of a tenant holding
 // 1,000,000 of them (inserted directly, then ANALYZEd) through the HTTP API:

@@ -218,13 +218,14 @@ func (g *Guard) Check(s Session) error {
 // issued at or before it; watermarks are stored rounded up to the end of
 // their microsecond, the precision of evict's timestamps.
 func (g *Guard) revoked(tenant, user, session string, issued int64) bool {
-	if _, ok := g.set.Get(kindSession, tenant, session); ok {
+	t := g.set.Tenant(tenant)
+	if _, ok := g.set.GetIn(kindSession, t, session); ok {
 		return true
 	}
-	if nb, ok := g.set.Get(kindUser, tenant, user); ok && issued <= nb {
+	if nb, ok := g.set.GetIn(kindUser, t, user); ok && issued <= nb {
 		return true
 	}
-	if nb, ok := g.set.Get(kindTenant, tenant, ""); ok && issued <= nb {
+	if nb, ok := g.set.GetIn(kindTenant, t, ""); ok && issued <= nb {
 		return true
 	}
 	return false

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/changes"
 )
 
 // NotifyChannel is the PostgreSQL channel a command notifies after writing
@@ -43,6 +44,15 @@ type op struct {
 	reason  string
 	outbox  []outboxRow
 	targets targets
+	// later holds the statements whose results the command does not need;
+	// run sends them with the operation's own rows in one round trip, the
+	// last before the commit.
+	later pgx.Batch
+	// feed holds the appends to the tenant's session change feed. They go
+	// at the very end of that round trip: appending takes the tenant's feed
+	// lock (see changes.Lock), held until the commit, so any statement
+	// after it would make the tenant's other commands wait.
+	feed pgx.Batch
 }
 
 type outboxRow struct {
@@ -141,7 +151,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 
 	var status int
 	var body []byte
+	var wake wakeup
 	err = s.inTx(r.Context(), func(ctx context.Context, tx pgx.Tx) error {
+		wake = wakeup{}
 		if key != "" {
 			var prevHash []byte
 			err := tx.QueryRow(ctx, `SELECT request_hash, response_status, response FROM operations
@@ -187,24 +199,33 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 		if key != "" {
 			keyArg = key
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO operations
+		// One round trip for the rest: the statements the command left
+		// for later, the operation, its audit row, its events, and the
+		// feed last.
+		b := &o.later
+		b.Queue(`INSERT INTO operations
 			(id, tenant_id, kind, actor, source_ip, reason, idempotency_key, request_hash,
 			 response_status, response, targets, event_count, published_at)
 			VALUES ($1, $2, $3, $4, $5, nullif($6, ''), $7, $8, $9, $10, $11, $12,
 			        CASE WHEN $12 = 0 THEN clock_timestamp() END)`,
-			id, c.tenant, c.kind, actor, ip, c.reason, keyArg, hash[:], status, body, targetsJSON, len(o.outbox)); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO audit_log (tenant_id, actor, source_ip, action, operation_id, detail, reason)
+			id, c.tenant, c.kind, actor, ip, c.reason, keyArg, hash[:], status, body, targetsJSON, len(o.outbox))
+		b.Queue(`INSERT INTO audit_log (tenant_id, actor, source_ip, action, operation_id, detail, reason)
 			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''))`,
-			c.tenant, actor, ip, c.kind, id, targetsJSON, c.reason); err != nil {
-			return err
+			c.tenant, actor, ip, c.kind, id, targetsJSON, c.reason)
+		queueOutbox(b, uuid.NullUUID{UUID: id, Valid: true}, o.outbox)
+		for _, q := range o.feed.QueuedQueries {
+			b.Queue(q.SQL, q.Arguments...)
 		}
-		return insertOutbox(ctx, tx, uuid.NullUUID{UUID: id, Valid: true}, o.outbox)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("admin: %s: %w", c.kind, err)
+		}
+		wake = wakeup{tenant: c.tenant, outbox: len(o.outbox) > 0, feed: o.feed.Len() > 0}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
+	s.wake(r.Context(), wake)
 	if status == http.StatusAccepted {
 		s.metrics.commands.WithLabelValues(c.kind).Inc()
 	}
@@ -225,12 +246,13 @@ func lockTenant(ctx context.Context, tx pgx.Tx, tenant string) error {
 	return err
 }
 
-// insertOutbox writes the operation's events and wakes the relay. The rows
-// are written last in the transaction, after the row locks that order
-// changes of the same state entry were taken.
-func insertOutbox(ctx context.Context, tx pgx.Tx, opID uuid.NullUUID, rows []outboxRow) error {
+// queueOutbox queues the insert of the operation's events; wake the relay
+// with Server.wake once they committed. The rows are written last in the
+// transaction, after the row locks that order changes of the same state
+// entry were taken.
+func queueOutbox(b *pgx.Batch, opID uuid.NullUUID, rows []outboxRow) {
 	if len(rows) == 0 {
-		return nil
+		return
 	}
 	ids := make([]uuid.UUID, len(rows))
 	subjects := make([]string, len(rows))
@@ -238,15 +260,39 @@ func insertOutbox(ctx context.Context, tx pgx.Tx, opID uuid.NullUUID, rows []out
 	for i, r := range rows {
 		ids[i], subjects[i], payloads[i] = r.eventID, r.subject, r.payload
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO outbox (event_id, subject, payload, operation_id)
+	b.Queue(`INSERT INTO outbox (event_id, subject, payload, operation_id)
 		SELECT e, s, p, $4 FROM unnest($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY AS t(e, s, p, n) ORDER BY n`,
-		ids, subjects, payloads, opID); err != nil {
-		return fmt.Errorf("admin: outbox: %w", err)
+		ids, subjects, payloads, opID)
+}
+
+// wakeup is what a committed transaction wakes.
+type wakeup struct {
+	tenant string
+	outbox bool // the relay: new outbox rows
+	feed   bool // the tenant's live session views
+}
+
+// wake notifies, after the commit, the relay and the tenant's live views.
+// Inside the transaction a NOTIFY would hold PostgreSQL's cluster-wide
+// notify lock through the commit's WAL flush, so that commands of every
+// tenant would commit one at a time (evict-bench measured the command rate
+// it caps; see docs/benchmarks.md). A wake lost to a crash right after the
+// commit only delays: the relay polls every second, streams every 15.
+func (s *Server) wake(ctx context.Context, w wakeup) {
+	// The command is committed: a client gone now must not stop the wake.
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	switch {
+	case w.outbox && w.feed:
+		_, err = s.pool.Exec(ctx, "SELECT pg_notify($1, ''), pg_notify($2, $3)", NotifyChannel, changes.Channel, w.tenant)
+	case w.outbox:
+		_, err = s.pool.Exec(ctx, "SELECT pg_notify($1, '')", NotifyChannel)
+	case w.feed:
+		err = changes.Notify(ctx, s.pool, w.tenant)
 	}
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", NotifyChannel); err != nil {
-		return fmt.Errorf("admin: notify: %w", err)
+	if err != nil {
+		s.log.WarnContext(ctx, "wake after commit", "tenant", w.tenant, "err", err)
 	}
-	return nil
 }
 
 // inTx runs fn in a transaction and retries it when PostgreSQL aborts it for

@@ -50,28 +50,23 @@ func revokeUsers(ctx context.Context, tx pgx.Tx, o *op, users []string, cause, g
 	if err != nil {
 		return fmt.Errorf("admin: revoke users: %w", err)
 	}
-	// Mark the users' registered sessions revoked, remember them as the
-	// operation's targets, and feed the live session views.
-	if err := changes.Lock(ctx, tx, o.tenant); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, `WITH rev AS (
+	// Mark the users' registered sessions revoked and remember them as the
+	// operation's targets; the live session views get them from there.
+	o.later.Queue(`WITH rev AS (
 			UPDATE sessions s SET revoked_at = w.nb, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
 			FROM unnest($2::text[], $6::timestamptz[]) AS w(u, nb)
 			WHERE s.tenant_id = $1 AND s.user_id = w.u AND s.issued_at <= w.nb
 			  AND s.revoked_at IS NULL AND s.ended_at IS NULL
-			RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id),
-		tgt AS (
-			INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
-			SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev)
-		INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
-		SELECT $1, user_id, session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text) FROM rev`,
-		o.tenant, revokedUsers, cause, o.reason, o.id, nbs); err != nil {
-		return fmt.Errorf("admin: revoke users' sessions: %w", err)
-	}
-	if err := changes.Notify(ctx, tx, o.tenant); err != nil {
-		return err
-	}
+			RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id)
+		INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
+		SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev`,
+		o.tenant, revokedUsers, cause, o.reason, o.id, nbs)
+	changes.QueueLock(&o.feed, o.tenant)
+	o.feed.Queue(`INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
+		SELECT $1, t.user_id, t.session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text)
+		FROM operation_targets t JOIN unnest($4::text[]) AS u(id) ON t.user_id = u.id
+		WHERE t.operation_id = $2`,
+		o.tenant, o.id, cause, revokedUsers, o.id.String())
 	o.addUsers(users)
 	return nil
 }
@@ -94,7 +89,7 @@ func revokeTenant(ctx context.Context, tx pgx.Tx, o *op) error {
 	}
 	o.targets.Tenant = true
 	// One change for the whole tenant: its sessions are not touched one by one.
-	if err := changes.Record(ctx, tx, o.tenant, "", "", changes.TenantRevoked, map[string]any{"operation_id": o.id.String()}); err != nil {
+	if err := changes.Queue(&o.feed, o.tenant, "", "", changes.TenantRevoked, map[string]any{"operation_id": o.id.String()}); err != nil {
 		return err
 	}
 	return emit(o, subject, events.TypeTenantRevoked, "tenant", nb, events.TenantRevoked{
@@ -127,16 +122,14 @@ func revokeSession(ctx context.Context, tx pgx.Tx, o *op, session, cause string,
 		return false, err
 	}
 	o.targets.Sessions = append(o.targets.Sessions, session)
-	if _, err := tx.Exec(ctx, `INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
+	o.later.Queue(`INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
 		SELECT $1, tenant_id, session_id, user_id, client, holder, device_id FROM sessions WHERE tenant_id = $2 AND session_id = $3
-		ON CONFLICT DO NOTHING`, o.id, o.tenant, session); err != nil {
-		return false, fmt.Errorf("admin: revoke session: %w", err)
-	}
+		ON CONFLICT DO NOTHING`, o.id, o.tenant, session)
 	kind := changes.Revoked
 	if end {
 		kind = changes.Ended
 	}
-	if err := changes.Record(ctx, tx, o.tenant, user, session, kind, map[string]any{"operation_id": o.id.String(), "cause": cause}); err != nil {
+	if err := changes.Queue(&o.feed, o.tenant, user, session, kind, map[string]any{"operation_id": o.id.String(), "cause": cause}); err != nil {
 		return false, err
 	}
 	return true, emit(o, subject, events.TypeSessionRevoked, "sessions/"+session, at, events.SessionRevoked{

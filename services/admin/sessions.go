@@ -168,19 +168,24 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 			}
 			return nil
 		}
-		if err := changes.Record(ctx, tx, tenant, req.UserID, req.SessionID, changes.Started, nil); err != nil {
-			return err
-		}
 		o := &op{tenant: tenant}
 		if err := emitHistory(o, events.TypeSessionRegistered, "sessions/"+req.SessionID, out.RegisteredAt, events.SessionLifecycle{
 			Tenant: tenant, Session: req.SessionID, User: req.UserID, Client: req.Client, IssuedAt: out.IssuedAt,
 		}); err != nil {
 			return err
 		}
-		return insertOutbox(ctx, tx, uuid.NullUUID{}, o.outbox)
+		queueOutbox(&o.later, uuid.NullUUID{}, o.outbox)
+		// Last: the feed's lock is held until the commit.
+		if err := changes.Queue(&o.later, tenant, req.UserID, req.SessionID, changes.Started, nil); err != nil {
+			return err
+		}
+		return tx.SendBatch(ctx, &o.later).Close()
 	})
 	if err != nil {
 		return err
+	}
+	if created {
+		s.wake(r.Context(), wakeup{tenant: tenant, outbox: true, feed: true})
 	}
 	w.Header().Set("Location", "/v1/tenants/"+tenant+"/sessions/"+req.SessionID)
 	if created {

@@ -267,7 +267,9 @@ func (r *Registry) flushSeen(ctx context.Context) error {
 		tenants, sessions = append(tenants, s.Tenant), append(sessions, s.Session)
 	}
 	every := fmt.Sprintf("%d milliseconds", r.cfg.SeenChangeEvery.Milliseconds())
-	return pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
+	var woken []string // tenants whose feed got a change
+	err := pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
+		woken = woken[:0]
 		rows, err := tx.Query(ctx, `WITH seen AS (
 				SELECT s.tenant_id, s.session_id, s.user_id, s.last_seen_at AS before
 				FROM sessions s JOIN unnest($1::text[], $2::text[]) AS u(t, id) ON s.tenant_id = u.t AND s.session_id = u.id
@@ -297,9 +299,16 @@ func (r *Registry) flushSeen(ctx context.Context) error {
 			if err := changes.Record(ctx, tx, d.tenant, d.user, d.session, changes.Seen, nil); err != nil {
 				return err
 			}
+			if len(woken) == 0 || woken[len(woken)-1] != d.tenant {
+				woken = append(woken, d.tenant)
+			}
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return changes.Notify(ctx, r.cfg.Pool, woken...)
 }
 
 // recordTermination stores a deferred or terminated state reported by the
@@ -319,13 +328,11 @@ func (r *Registry) recordTermination(ctx context.Context, t events.SessionTermin
 		INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
 		SELECT $1, user_id, $2, $4, $5 FROM s`,
 			t.Tenant, t.Session, t.Instance, t.State, detail)
-		if err != nil {
-			return err
-		}
-		return changes.Notify(ctx, tx, t.Tenant)
+		return err
 	})
 	if err == nil {
 		r.signal()
+		err = changes.Notify(ctx, r.cfg.Pool, t.Tenant)
 	}
 	return err
 }

@@ -30,6 +30,8 @@ type Set struct {
 	// Seeds for the two key hashes, one per key part so that no
 	// concatenation can be ambiguous. They are fixed after New.
 	seedT1, seedI1, seedT2, seedI2 maphash.Seed
+	// emptyI1 is the probe hash of the empty id (a tenant's own entry).
+	emptyI1 uint64
 
 	// The writer stores n on every insert: the padding keeps it off the
 	// cache line that every Get reads (tab and the seeds).
@@ -65,15 +67,40 @@ func New(sizeHint int) *Set {
 		seedI2: maphash.MakeSeed(),
 	}
 	s.floor = slotsFor(sizeHint)
+	s.emptyI1 = maphash.String(s.seedI1, "")
 	s.tab.Store(newTable(s.floor))
 	return s
+}
+
+// Tenant is a tenant's share of the probe hash, for lookups of several
+// keys of one tenant: a guard's check looks up the session, the user and
+// the tenant, and hashing the tenant once instead of three times makes
+// the check about a third cheaper.
+type Tenant struct {
+	name string
+	h1   uint64
+}
+
+// Tenant returns tenant's share of the probe hash. Safe for concurrent use.
+func (s *Set) Tenant(tenant string) Tenant {
+	return Tenant{name: tenant, h1: maphash.String(s.seedT1, tenant)}
 }
 
 // Get returns the value for the key and whether it is present. Safe for
 // concurrent use with one writer and other readers. Zero allocations.
 func (s *Set) Get(kind byte, tenant, id string) (int64, bool) {
+	return s.GetIn(kind, s.Tenant(tenant), id)
+}
+
+// GetIn is Get with the tenant's hash computed by Tenant.
+func (s *Set) GetIn(kind byte, tn Tenant, id string) (int64, bool) {
+	tenant := tn.name
 	t := s.tab.Load()
-	h1 := s.hash1(kind, tenant, id)
+	i1 := s.emptyI1
+	if id != "" {
+		i1 = maphash.String(s.seedI1, id)
+	}
+	h1 := probe(tn.h1, i1, kind)
 	var h2 uint64
 	have2 := false
 	// The load factor is at most 1/2, so the probe meets an empty slot.
@@ -223,7 +250,13 @@ const (
 
 // hash1 is the probe hash of a key. It is never 0, which marks an empty slot.
 func (s *Set) hash1(kind byte, tenant, id string) uint64 {
-	h := mix(maphash.String(s.seedT1, tenant), maphash.String(s.seedI1, id), kind)
+	return probe(maphash.String(s.seedT1, tenant), maphash.String(s.seedI1, id), kind)
+}
+
+// probe folds the seedT1 hash of a tenant and the seedI1 hash of an id into
+// the probe hash, never 0.
+func probe(t, id uint64, kind byte) uint64 {
+	h := mix(t, id, kind)
 	if h == 0 {
 		h = 1
 	}

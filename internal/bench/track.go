@@ -1,0 +1,167 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/pkg/guard"
+)
+
+// tracker records when every guard of a set refuses each revocation it
+// waits for. Guards call it from their OnRevocation hook, which runs on the
+// guard's apply goroutine right after the entry is stored: from that moment
+// on, Check refuses the session. The hook checks that, then counts.
+//
+// Revocations are keyed by user id (KindUser; unique across the tenants of
+// a tracker), or by operation id
+// (KindTenant, whose id is not known before the command returns). The key
+// may arrive before the sender registers its due time.
+type tracker struct {
+	name    string          // for messages
+	tenants map[string]bool // the tenants whose revocations count
+	want    int             // guards that must refuse
+	only    *benchGuard     // when set, the one guard that counts
+	issued  time.Time
+
+	mu      sync.Mutex
+	items   map[string]*item
+	done    int
+	changed chan struct{} // closed and replaced when done grows
+
+	notRefused atomic.Int64 // a hook whose Check still let the session through
+	errs       atomic.Int64 // commands the API refused or failed
+}
+
+type item struct {
+	due, doneAt time.Time
+	count       int
+}
+
+// newTracker tracks the revocations of tenants (the floor's counts name
+// no tenant).
+func newTracker(name string, want int, issued time.Time, tenants ...string) *tracker {
+	t := &tracker{name: name, tenants: map[string]bool{}, want: want, issued: issued, items: map[string]*item{}, changed: make(chan struct{})}
+	for _, tn := range tenants {
+		t.tenants[tn] = true
+	}
+	return t
+}
+
+func (t *tracker) arrive(bg *benchGuard, r events.Revocation) {
+	now := time.Now()
+	if !t.tenants[r.Tenant] || (t.only != nil && bg != t.only) {
+		return
+	}
+	key := r.ID
+	user := r.ID
+	if r.Kind == events.KindTenant {
+		key, user = r.OperationID, "anyone"
+	}
+	if !errors.Is(bg.Check(guard.Session{Tenant: r.Tenant, User: user, ID: "bench-session", IssuedAt: t.issued}), guard.ErrSessionRevoked) {
+		t.notRefused.Add(1)
+		return
+	}
+	t.count(key, now)
+}
+
+// count records that one more guard (or floor consumer) has key at now.
+func (t *tracker) count(key string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	it := t.item(key)
+	it.count++
+	if it.count == t.want {
+		it.doneAt = now
+		t.done++
+		close(t.changed)
+		t.changed = make(chan struct{})
+	}
+}
+
+func (t *tracker) item(key string) *item {
+	it := t.items[key]
+	if it == nil {
+		it = &item{}
+		t.items[key] = it
+	}
+	return it
+}
+
+// expect registers the due time of key's command.
+func (t *tracker) expect(key string, due time.Time) {
+	t.mu.Lock()
+	t.item(key).due = due
+	t.mu.Unlock()
+}
+
+// wait returns when n keys are refused by every guard, or fails after timeout.
+func (t *tracker) wait(ctx context.Context, n int, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		t.mu.Lock()
+		done, ch := t.done, t.changed
+		t.mu.Unlock()
+		if done >= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return fmt.Errorf("%w: %d of %d refused by all %d guards after %s", errIncomplete, done, n, t.want, timeout)
+		}
+	}
+}
+
+// latencies returns, for every key registered with a due time at or after
+// from, the time from due to refusal by every guard, and the last refusal.
+func (t *tracker) latencies(from time.Time) (lat []time.Duration, last time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, it := range t.items {
+		if it.due.IsZero() || it.doneAt.IsZero() || it.due.Before(from) {
+			continue
+		}
+		lat = append(lat, it.doneAt.Sub(it.due))
+		if it.doneAt.After(last) {
+			last = it.doneAt
+		}
+	}
+	return lat, last
+}
+
+// doneSince returns, for every key done, the time from ref to its
+// refusal by every guard, and the last refusal.
+func (t *tracker) doneSince(ref time.Time) (lat []time.Duration, last time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, it := range t.items {
+		if it.doneAt.IsZero() {
+			continue
+		}
+		lat = append(lat, it.doneAt.Sub(ref))
+		if it.doneAt.After(last) {
+			last = it.doneAt
+		}
+	}
+	return lat, last
+}
+
+// problems describes what went wrong, or is "" when nothing did.
+func (t *tracker) problems() string {
+	var s string
+	if n := t.notRefused.Load(); n > 0 {
+		s += fmt.Sprintf("%d revocations applied but not refused by Check; ", n)
+	}
+	if n := t.errs.Load(); n > 0 {
+		s += fmt.Sprintf("%d commands failed; ", n)
+	}
+	return s
+}

@@ -82,6 +82,13 @@ const maxListed = 500
 const targetsSQL = `WITH op AS (
 		SELECT id, tenant_id, accepted_at, (targets->>'tenant')::boolean IS TRUE AS tenant_wide
 		FROM operations WHERE id = $1),
+	-- Each guard instance's report that counts for this tenant: its own, or
+	-- its report as a guard of every tenant (a report scoped to another
+	-- tenant never counts); the latest if it has both.
+	gi AS (
+		SELECT DISTINCT ON (g.instance) g.instance, g.applied_seq, g.last_report_at
+		FROM guard_instances g, op WHERE g.scope IN ('', op.tenant_id)
+		ORDER BY g.instance, g.last_report_at DESC),
 	tgt AS (
 		SELECT t.session_id, t.user_id, t.client, t.holder, t.device_id
 		FROM operation_targets t WHERE t.operation_id = $1
@@ -111,12 +118,7 @@ const targetsSQL = `WITH op AS (
 	FROM tgt
 	JOIN op ON true
 	JOIN sessions s ON s.tenant_id = op.tenant_id AND s.session_id = tgt.session_id
-	-- The holder's report for this tenant: its own, or its report as a
-	-- guard of every tenant (a report scoped to another tenant never counts).
-	LEFT JOIN LATERAL (
-		SELECT g.applied_seq, g.last_report_at FROM guard_instances g
-		WHERE g.instance = tgt.holder AND g.scope IN ('', op.tenant_id)
-		ORDER BY g.last_report_at DESC LIMIT 1) g ON true`
+	LEFT JOIN gi g ON g.instance = tgt.holder`
 
 // Operation computes the status of operation id.
 func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {

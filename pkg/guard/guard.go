@@ -71,8 +71,10 @@ type Session struct {
 type Config struct {
 	// Conn is the NATS connection; required. The guard does not close it.
 	Conn *nats.Conn
-	// Tenants limits the state the guard loads to these tenants; empty
-	// loads every tenant the NATS credential may read.
+	// Tenants limits the state the guard loads to these tenants, read on
+	// one consumer each, and makes it report per tenant; empty loads every
+	// tenant, which needs a credential of every tenant. A tenant-scoped
+	// credential (a guard key, guard.KeyOptions) must name its tenants here.
 	Tenants []string
 	// MaxStaleness is how long the guard may go without a relay heartbeat
 	// before its state counts as stale. Default 30s.

@@ -92,11 +92,21 @@ var (
 				"$JS.API.CONSUMER.CREATE.EVICT_STATE.>", "$JS.API.CONSUMER.INFO.EVICT_STATE.>",
 				"$JS.API.CONSUMER.DELETE.EVICT_STATE.>", "$JS.API.CONSUMER.MSG.NEXT.EVICT_STATE.>",
 				"evict.report.>", "evict.rpc.sessions.>"},
-			Deny: []string{"evict.state.>", "evict.events.>"},
+			Deny: guardDeny,
 		},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 	}
 )
+
+// guardDeny is what no guard may publish: state, history, and any request
+// that names the notifiers' durable consumer. Guards read through ordered
+// consumers with random names; the durable's name is well known, and
+// pulling from it would read every tenant's revocations (and take them from
+// the notifiers), deleting or re-creating it would stop the pushes.
+var guardDeny = []string{"evict.state.>", "evict.events.>",
+	"$JS.API.CONSUMER.CREATE.EVICT_STATE." + NotifierDurable, "$JS.API.CONSUMER.CREATE.EVICT_STATE." + NotifierDurable + ".>",
+	"$JS.API.CONSUMER.INFO.EVICT_STATE." + NotifierDurable, "$JS.API.CONSUMER.DELETE.EVICT_STATE." + NotifierDurable,
+	"$JS.API.CONSUMER.MSG.NEXT.EVICT_STATE." + NotifierDurable}
 
 // TenantGuardPermissions are those of a guard limited to tenants: it may
 // create ordered consumers filtered on one of its tenants' state or on the
@@ -115,7 +125,7 @@ func TenantGuardPermissions(tenants []string, inbox string) *server.Permissions 
 			events.ReportPrefix+t+".*.*", events.RPCPrefix+t+".*")
 	}
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: pub, Deny: []string{"evict.state.>", "evict.events.>"}},
+		Publish:   &server.SubjectPermission{Allow: pub, Deny: guardDeny},
 		Subscribe: &server.SubjectPermission{Allow: []string{inbox + ".>"}},
 	}
 }

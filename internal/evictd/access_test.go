@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -422,6 +423,50 @@ func TestTenantGuardKey(t *testing.T) {
 		t.Error("the acme key read globex's state with a direct get")
 	}
 	cancel()
+	// The notifiers' durable consumer reads every tenant, and its name is
+	// well known: the key may not read it, nor delete or redefine it.
+	svc, err := nats.Connect(b.d.ServiceNATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	svcJS, _ := jetstream.New(svc)
+	if _, err := svcJS.CreateOrUpdateConsumer(ctx, "EVICT_STATE", notifier.ConsumerConfig()); err != nil {
+		t.Fatal(err)
+	}
+	// Something of globex's waiting in it.
+	if _, err := b.api.LogoutUser(ctx, "globex", "gary", "test"); err != nil {
+		t.Fatal(err)
+	}
+	b.waitPublished(t)
+	for _, attempt := range []struct {
+		name string
+		do   func(context.Context) error
+	}{
+		{"look it up", func(c context.Context) error { _, err := stream.Consumer(c, bus.NotifierDurable); return err }},
+		{"pull from it", func(c context.Context) error {
+			_, err := nc.Request("$JS.API.CONSUMER.MSG.NEXT.EVICT_STATE."+bus.NotifierDurable, []byte(`{"batch":1}`), time.Second)
+			return err
+		}},
+		{"delete it", func(c context.Context) error { return stream.DeleteConsumer(c, bus.NotifierDurable) }},
+		{"narrow it to acme", func(c context.Context) error {
+			cfg := notifier.ConsumerConfig()
+			cfg.FilterSubjects, cfg.FilterSubject = nil, "evict.state.acme.>"
+			_, err := stream.CreateOrUpdateConsumer(c, cfg)
+			return err
+		}},
+	} {
+		c, cancel := short()
+		if err := attempt.do(c); err == nil {
+			t.Errorf("the acme key could %s", attempt.name)
+		}
+		cancel()
+	}
+	if info, err := svcJS.Consumer(ctx, "EVICT_STATE", bus.NotifierDurable); err != nil {
+		t.Errorf("the notifiers' durable after the attempts: %v", err)
+	} else if got := info.CachedInfo().Config.FilterSubjects; !slices.Equal(got, notifier.ConsumerConfig().FilterSubjects) {
+		t.Errorf("the notifiers' durable filters %q after the attempts", got)
+	}
 	// Positive control: its own tenant and the heartbeat are readable.
 	for _, f := range []string{"evict.state.acme.>", "evict.state.heartbeat"} {
 		c, cancel := short()

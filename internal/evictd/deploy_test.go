@@ -468,6 +468,7 @@ func TestDeployNATSTenantGuard(t *testing.T) {
 	setNATSPasswords(t)
 	opts := deployAccountsOptions(t)
 	for user, want := range map[string]*server.Permissions{
+		"guard":      bus.GuardPermissions,
 		"guard-acme": bus.TenantGuardPermissions([]string{"acme"}, "_INBOX.guard-acme"),
 		"notifier":   bus.NotifierPermissions(bus.NotifierDurable),
 	} {

@@ -145,7 +145,7 @@ func (d *Daemon) cutRevokedGuardKeys(ctx context.Context) {
 			continue
 		}
 		ids := slices.Collect(maps.Keys(byKey))
-		rows, err := d.pool.Query(ctx, `SELECT id::text FROM api_keys WHERE id::text = ANY($1)
+		rows, err := d.pool.Query(ctx, `SELECT id::text FROM api_keys WHERE id = ANY($1::uuid[])
 			AND (revoked_at IS NOT NULL OR expires_at <= clock_timestamp())`, ids)
 		if err != nil {
 			continue

@@ -346,6 +346,64 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 }
 
+// TestConcurrentFirstUseOfIdempotencyKey: eight first attempts with one
+// Idempotency-Key race, in five rounds. The losers fail on the operation's
+// unique key in the last round trip of the pipelined command, after the
+// watermark, the session and the targets were written; each must roll back
+// entirely and replay the winner's answer.
+func TestConcurrentFirstUseOfIdempotencyKey(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 5
+	for r := range rounds {
+		user := fmt.Sprintf("user-%d", r)
+		b.registerOn(t, "acme", user, "web-"+user, "web", "", nil)
+		key := client.WithIdempotencyKey(fmt.Sprintf("race-%d", r))
+		ids := make([]string, 8)
+		var wg sync.WaitGroup
+		for i := range ids {
+			wg.Go(func() {
+				op, err := b.api.LogoutUser(ctx, "acme", user, "x", key)
+				if err != nil {
+					t.Errorf("round %d, attempt %d: %v", r, i, err)
+				}
+				ids[i] = op.OperationID
+			})
+		}
+		wg.Wait()
+		for i, id := range ids {
+			if id != ids[0] {
+				t.Errorf("round %d: attempt %d got operation %s, attempt 0 got %s", r, i, id, ids[0])
+			}
+		}
+	}
+	pool := testenv.Pool(t, b.dbURL)
+	for _, c := range []struct {
+		what string
+		sql  string
+		want int
+	}{
+		{"operations", "SELECT count(*) FROM operations", rounds},
+		{"audit rows of logouts", "SELECT count(*) FROM audit_log WHERE operation_id IS NOT NULL", rounds},
+		{"targets", "SELECT count(*) FROM operation_targets", rounds},
+		{"targets of no operation", "SELECT count(*) FROM operation_targets WHERE operation_id NOT IN (SELECT id FROM operations)", 0},
+		{"watermarks of another operation", "SELECT count(*) FROM user_watermarks WHERE operation_id NOT IN (SELECT id FROM operations)", 0},
+		{"sessions revoked by another operation", "SELECT count(*) FROM sessions WHERE revoke_operation NOT IN (SELECT id FROM operations)", 0},
+		{"feed rows of revocations", "SELECT count(*) FROM session_changes WHERE kind = 'revoked'", rounds},
+	} {
+		var n int
+		if err := pool.QueryRow(ctx, c.sql).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != c.want {
+			t.Errorf("%s: %d, want %d", c.what, n, c.want)
+		}
+	}
+}
+
 func TestMetricsAndProbes(t *testing.T) {
 	b := setup(t, 0)
 	for path, want := range map[string]string{

@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/changes"
@@ -117,7 +116,7 @@ type command struct {
 	request any
 	// exec makes the change inside the transaction and returns extra fields
 	// of the response (may be nil).
-	exec func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error)
+	exec func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error)
 }
 
 // maxIdempotencyKey bounds the Idempotency-Key header.
@@ -151,9 +150,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 
 	var status int
 	var body []byte
-	var wake wakeup
-	err = s.inTx(r.Context(), func(ctx context.Context, tx pgx.Tx) error {
-		wake = wakeup{}
+	var wakeErr error
+	err = s.inCmdTx(r.Context(), func(ctx context.Context, tx *cmdTx) error {
+		wakeErr = nil
 		if key != "" {
 			var prevHash []byte
 			err := tx.QueryRow(ctx, `SELECT request_hash, response_status, response FROM operations
@@ -169,9 +168,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 				return err
 			}
 		}
-		if err := lockTenant(ctx, tx, c.tenant); err != nil {
-			return err
-		}
+		tx.defer_(lockTenantSQL, []any{c.tenant}, func(br pgx.BatchResults) error {
+			return tenantLocked(br.QueryRow(), c.tenant)
+		})
 		id, err := uuid.NewV7()
 		if err != nil {
 			return err
@@ -200,8 +199,8 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 			keyArg = key
 		}
 		// One round trip for the rest: the statements the command left
-		// for later, the operation, its audit row, its events, and the
-		// feed last.
+		// for later, the operation, its audit row, its events, the feed
+		// last, the commit and the wake-ups.
 		b := &o.later
 		b.Queue(`INSERT INTO operations
 			(id, tenant_id, kind, actor, source_ip, reason, idempotency_key, request_hash,
@@ -216,16 +215,18 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 		for _, q := range o.feed.QueuedQueries {
 			b.Queue(q.SQL, q.Arguments...)
 		}
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		wake := wakeup{tenant: c.tenant, outbox: len(o.outbox) > 0, feed: o.feed.Len() > 0}.batch()
+		if wakeErr, err = tx.commit(ctx, b, wake); err != nil {
 			return fmt.Errorf("admin: %s: %w", c.kind, err)
 		}
-		wake = wakeup{tenant: c.tenant, outbox: len(o.outbox) > 0, feed: o.feed.Len() > 0}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	s.wake(r.Context(), wake)
+	if wakeErr != nil {
+		s.log.WarnContext(r.Context(), "wake after commit", "tenant", c.tenant, "err", wakeErr)
+	}
 	if status == http.StatusAccepted {
 		s.metrics.commands.WithLabelValues(c.kind).Inc()
 	}
@@ -235,11 +236,19 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 	return err
 }
 
-// lockTenant checks that the tenant exists and holds a share lock on its row
-// for the transaction, so that the tenant cannot vanish under a command.
+// lockTenantSQL checks that a tenant exists and holds a share lock on its
+// row for the transaction, so that the tenant cannot vanish under a command.
+const lockTenantSQL = "SELECT 1 FROM tenants WHERE id = $1 FOR KEY SHARE"
+
+// lockTenant runs lockTenantSQL.
 func lockTenant(ctx context.Context, tx pgx.Tx, tenant string) error {
+	return tenantLocked(tx.QueryRow(ctx, lockTenantSQL, tenant), tenant)
+}
+
+// tenantLocked reads the result of lockTenantSQL.
+func tenantLocked(row pgx.Row, tenant string) error {
 	var one int
-	err := tx.QueryRow(ctx, "SELECT 1 FROM tenants WHERE id = $1 FOR KEY SHARE", tenant).Scan(&one)
+	err := row.Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return errorf(http.StatusNotFound, CodeTenantNotFound, "tenant %q does not exist; create it with PUT /v1/tenants/%s", tenant, tenant)
 	}
@@ -272,48 +281,38 @@ type wakeup struct {
 	feed   bool // the tenant's live session views
 }
 
-// wake notifies, after the commit, the relay and the tenant's live views.
-// Inside the transaction a NOTIFY would hold PostgreSQL's cluster-wide
-// notify lock through the commit's WAL flush, so that commands of every
-// tenant would commit one at a time (evict-bench measured the command rate
-// it caps; see docs/benchmarks.md). A wake lost to a crash right after the
-// commit only delays: the relay polls every second, streams every 15.
-func (s *Server) wake(ctx context.Context, w wakeup) {
-	// The command is committed: a client gone now must not stop the wake.
-	ctx = context.WithoutCancel(ctx)
-	var err error
-	switch {
-	case w.outbox && w.feed:
-		_, err = s.pool.Exec(ctx, "SELECT pg_notify($1, ''), pg_notify($2, $3)", NotifyChannel, changes.Channel, w.tenant)
-	case w.outbox:
-		_, err = s.pool.Exec(ctx, "SELECT pg_notify($1, '')", NotifyChannel)
-	case w.feed:
-		err = changes.Notify(ctx, s.pool, w.tenant)
+// batch is the NOTIFY of the relay and of the tenant's live views, sent
+// after the commit. Inside the transaction a NOTIFY would hold PostgreSQL's
+// cluster-wide notify lock through the commit's WAL flush, so that commands
+// of every tenant would commit one at a time (evict-bench measured the
+// command rate it caps; see docs/benchmarks.md). A wake lost to a crash
+// right after the commit only delays: the relay polls every second,
+// streams every 15.
+func (w wakeup) batch() *pgx.Batch {
+	b := &pgx.Batch{}
+	if w.outbox {
+		b.Queue("SELECT pg_notify($1, '')", NotifyChannel)
 	}
-	if err != nil {
+	if w.feed {
+		b.Queue("SELECT pg_notify($1, $2)", changes.Channel, w.tenant)
+	}
+	return b
+}
+
+// wake sends w's NOTIFY after a transaction committed.
+func (s *Server) wake(ctx context.Context, w wakeup) {
+	// The transaction is committed: a client gone now must not stop the wake.
+	ctx = context.WithoutCancel(ctx)
+	if err := s.pool.SendBatch(ctx, w.batch()).Close(); err != nil {
 		s.log.WarnContext(ctx, "wake after commit", "tenant", w.tenant, "err", err)
 	}
 }
 
-// inTx runs fn in a transaction and retries it when PostgreSQL aborts it for
-// a deadlock, a serialization failure or a unique violation that a
-// concurrent retry of the same Idempotency-Key caused.
+// inTx runs fn in a transaction, retried as retryTx says.
 func (s *Server) inTx(ctx context.Context, fn func(context.Context, pgx.Tx) error) error {
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) {
-			return err
-		}
-		switch pgErr.Code {
-		case "40001", "40P01", "23505":
-			time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
-			continue
-		}
-		return err
-	}
-	return err
+	return retryTx(func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
+	})
 }
 
 func clientIP(r *http.Request) string {

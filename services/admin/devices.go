@@ -123,7 +123,7 @@ func (s *Server) revokeAllTrust(w http.ResponseWriter, r *http.Request) error {
 	}
 	tenant, user := ids[0], ids[1]
 	return s.run(w, r, command{kind: "trust.revoke_all", tenant: tenant, reason: body.Reason, request: []any{ids, body.Logout},
-		exec: func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error) {
+		exec: func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error) {
 			var nb time.Time
 			if err := tx.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&nb); err != nil {
 				return nil, err
@@ -166,7 +166,7 @@ func (s *Server) revokeDeviceTrust(w http.ResponseWriter, r *http.Request) error
 	}
 	tenant, user, device := ids[0], ids[1], ids[2]
 	return s.run(w, r, command{kind: "trust.revoke", tenant: tenant, reason: body.Reason, request: []any{ids, body.Logout},
-		exec: func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error) {
+		exec: func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error) {
 			var at time.Time
 			err := tx.QueryRow(ctx, `UPDATE trusted_devices SET revoked_at = clock_timestamp(), revoke_operation = $4
 				WHERE tenant_id = $1 AND user_id = $2 AND device_id = $3 AND revoked_at IS NULL RETURNING revoked_at`,

@@ -96,7 +96,7 @@ func (s *Server) addMember(w http.ResponseWriter, r *http.Request) error {
 	}
 	tenant, group, user := ids[0], ids[1], ids[2]
 	return s.run(w, r, command{kind: "member.add", tenant: tenant, reason: body.Reason, request: ids,
-		exec: func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error) {
+		exec: func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error) {
 			var at time.Time
 			err := tx.QueryRow(ctx, `INSERT INTO group_members (tenant_id, group_id, user_id) VALUES ($1, $2, $3)
 				ON CONFLICT DO NOTHING RETURNING added_at`, tenant, group, user).Scan(&at)
@@ -132,7 +132,7 @@ func (s *Server) removeMember(w http.ResponseWriter, r *http.Request) error {
 	}
 	tenant, group, user := ids[0], ids[1], ids[2]
 	return s.run(w, r, command{kind: "member.remove", tenant: tenant, reason: body.Reason, request: ids,
-		exec: func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error) {
+		exec: func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error) {
 			tag, err := tx.Exec(ctx, `DELETE FROM group_members WHERE tenant_id = $1 AND group_id = $2 AND user_id = $3`,
 				tenant, group, user)
 			if err != nil {
@@ -176,7 +176,7 @@ func (s *Server) setMembers(w http.ResponseWriter, r *http.Request) error {
 	}
 	tenant, group := ids[0], ids[1]
 	return s.run(w, r, command{kind: "members.set", tenant: tenant, reason: body.Reason, request: []any{group, users},
-		exec: func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error) {
+		exec: func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error) {
 			// Two syncs of one group must not interleave their diffs.
 			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))", tenant, group); err != nil {
 				return nil, err
@@ -251,7 +251,7 @@ func (s *Server) revokeUserCommand(w http.ResponseWriter, r *http.Request, kind,
 	}
 	tenant, user := ids[0], ids[1]
 	return s.run(w, r, command{kind: kind, tenant: tenant, reason: body.Reason, request: ids,
-		exec: func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error) {
+		exec: func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error) {
 			if err := revokeUsers(ctx, tx, o, []string{user}, cause, ""); err != nil {
 				return nil, err
 			}
@@ -273,7 +273,7 @@ func (s *Server) logoutSession(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return s.run(w, r, command{kind: "session.logout", tenant: ids[0], reason: body.Reason, request: ids,
-		exec: func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error) {
+		exec: func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error) {
 			found, err := revokeSession(ctx, tx, o, ids[1], events.CauseLogout, false)
 			if err == nil && !found {
 				err = errorf(http.StatusNotFound, CodeSessionNotFound, "session %q is not registered in tenant %q", ids[1], ids[0])
@@ -302,7 +302,7 @@ func (s *Server) logoutTenant(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusBadRequest, CodeBadRequest, `give either "users" or "all": true, not both`)
 	case body.All:
 		return s.run(w, r, command{kind: "tenant.logout", tenant: ids[0], reason: body.Reason, request: "all",
-			exec: func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error) {
+			exec: func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error) {
 				return nil, revokeTenant(ctx, tx, o)
 			}})
 	case len(body.Users) == 0:
@@ -313,7 +313,7 @@ func (s *Server) logoutTenant(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return s.run(w, r, command{kind: "users.logout", tenant: ids[0], reason: body.Reason, request: users,
-		exec: func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error) {
+		exec: func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error) {
 			return nil, revokeUsers(ctx, tx, o, users, events.CauseLogout, "")
 		}})
 }

@@ -17,7 +17,7 @@ import (
 // one state event per user. users must be valid, sorted and unique: the
 // sorted order makes concurrent bulk commands lock rows in the same order,
 // so they cannot deadlock.
-func revokeUsers(ctx context.Context, tx pgx.Tx, o *op, users []string, cause, group string) error {
+func revokeUsers(ctx context.Context, tx cmdQuerier, o *op, users []string, cause, group string) error {
 	if len(users) == 0 {
 		return nil
 	}
@@ -73,7 +73,7 @@ func revokeUsers(ctx context.Context, tx pgx.Tx, o *op, users []string, cause, g
 
 // revokeTenant raises the tenant's not-before watermark: one row and one
 // event, whatever the tenant's size.
-func revokeTenant(ctx context.Context, tx pgx.Tx, o *op) error {
+func revokeTenant(ctx context.Context, tx cmdQuerier, o *op) error {
 	var nb time.Time
 	err := tx.QueryRow(ctx, `UPDATE tenants SET
 		not_before = greatest(not_before, clock_timestamp()),
@@ -99,7 +99,7 @@ func revokeTenant(ctx context.Context, tx pgx.Tx, o *op) error {
 
 // revokeSession marks one registered session revoked and emits its state
 // event. found is false when the tenant has no such session.
-func revokeSession(ctx context.Context, tx pgx.Tx, o *op, session, cause string, end bool) (found bool, err error) {
+func revokeSession(ctx context.Context, tx cmdQuerier, o *op, session, cause string, end bool) (found bool, err error) {
 	var user string
 	var at time.Time
 	err = tx.QueryRow(ctx, `UPDATE sessions SET

@@ -221,7 +221,7 @@ func (s *Server) endSession(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return s.run(w, r, command{kind: "session.end", tenant: ids[0], reason: body.Reason, request: ids,
-		exec: func(ctx context.Context, tx pgx.Tx, o *op) (map[string]any, error) {
+		exec: func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error) {
 			found, err := revokeSession(ctx, tx, o, ids[1], events.CauseSessionEnded, true)
 			if err != nil {
 				return nil, err

@@ -203,9 +203,22 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 }
 
 // complete stamps completed_at on operations that have just completed.
+//
+// An operation whose events a live guard of its tenant has not applied yet
+// is pending whatever its targets say, and that is most of them, most of
+// the time: the first query leaves those out, so that the full status (four
+// queries) is computed only for operations that may have completed. At
+// 1,000 commands a second, computing it for every incomplete operation on
+// every round cost PostgreSQL more than the commands did. The operations
+// found complete are stamped in one statement.
 func (r *Registry) complete(ctx context.Context) error {
-	rows, err := r.cfg.Pool.Query(ctx, `SELECT id FROM operations
-		WHERE completed_at IS NULL AND published_at IS NOT NULL ORDER BY accepted_at DESC LIMIT 1000`)
+	live := fmt.Sprintf("%d milliseconds", r.cfg.Liveness.Milliseconds())
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT o.id FROM operations o
+		WHERE o.completed_at IS NULL AND o.published_at IS NOT NULL
+		  AND NOT EXISTS (SELECT 1 FROM guard_instances g
+			WHERE g.last_report_at > clock_timestamp() - $1::interval AND g.scope IN ('', o.tenant_id)
+			  AND g.applied_seq < o.state_seq)
+		ORDER BY o.accepted_at DESC LIMIT 1000`, live)
 	if err != nil {
 		return err
 	}
@@ -213,7 +226,19 @@ func (r *Registry) complete(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Forget the backoff of operations no longer looked at: completed by
+	// another replica, or left out above until their guards catch up.
+	current := make(map[[16]byte]bool, len(ids))
+	for _, id := range ids {
+		current[id] = true
+	}
+	for id := range r.backoff {
+		if !current[id] {
+			delete(r.backoff, id)
+		}
+	}
 	now := time.Now()
+	var done [][16]byte
 	for _, id := range ids {
 		if b, ok := r.backoff[id]; ok && now.Before(b.next) {
 			continue
@@ -233,16 +258,24 @@ func (r *Registry) complete(ctx context.Context) error {
 			continue
 		}
 		delete(r.backoff, id)
-		var secs float64
-		err = r.cfg.Pool.QueryRow(ctx, `UPDATE operations SET completed_at = clock_timestamp() WHERE id = $1 AND completed_at IS NULL
-			RETURNING extract(epoch FROM completed_at - accepted_at)::float8`, id).Scan(&secs)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue // another replica stamped it
-		}
-		if err != nil {
-			return err
-		}
-		r.completion.Observe(secs)
+		done = append(done, id)
+	}
+	if len(done) == 0 {
+		return nil
+	}
+	// Another replica may have stamped some already: they return no row.
+	rows, err = r.cfg.Pool.Query(ctx, `UPDATE operations SET completed_at = clock_timestamp()
+		WHERE id = ANY($1::uuid[]) AND completed_at IS NULL
+		RETURNING extract(epoch FROM completed_at - accepted_at)::float8`, done)
+	if err != nil {
+		return err
+	}
+	secs, err := pgx.CollectRows(rows, pgx.RowTo[float64])
+	if err != nil {
+		return err
+	}
+	for _, s := range secs {
+		r.completion.Observe(s)
 	}
 	return nil
 }

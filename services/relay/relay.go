@@ -308,26 +308,24 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (empty bool, err erro
 // settle deletes published rows and records, for each operation, the last
 // EVICT_STATE sequence of its events and, once none of its rows is left,
 // when it was fully published. Guards report the sequence they applied;
-// comparing the two tells when a logout is enforced.
+// comparing the two tells when a logout is enforced. The statements go in
+// one batch, one round trip: PostgreSQL runs the statements of a batch in
+// one implicit transaction, so they commit or fail together.
 func (r *Relay) settle(ctx context.Context, conn *pgx.Conn, done []int64, opIDs []uuid.UUID, opSeqs []int64) error {
-	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "DELETE FROM outbox WHERE seq = ANY($1)", done); err != nil {
-			return fmt.Errorf("relay: delete published rows: %w", err)
-		}
-		if len(opIDs) == 0 {
-			return nil
-		}
-		_, err := tx.Exec(ctx, `UPDATE operations o SET
+	b := &pgx.Batch{}
+	b.Queue("DELETE FROM outbox WHERE seq = ANY($1)", done)
+	if len(opIDs) > 0 {
+		b.Queue(`UPDATE operations o SET
 				state_seq = nullif(greatest(coalesce(o.state_seq, 0), v.seq), 0),
 				published_at = CASE WHEN EXISTS (SELECT 1 FROM outbox x WHERE x.operation_id = o.id)
 					THEN NULL ELSE coalesce(o.published_at, clock_timestamp()) END
 			FROM (SELECT id, max(seq) AS seq FROM unnest($1::uuid[], $2::bigint[]) AS t(id, seq) GROUP BY id) v
 			WHERE o.id = v.id`, opIDs, opSeqs)
-		if err != nil {
-			return fmt.Errorf("relay: record operation sequences: %w", err)
-		}
-		return nil
-	})
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("relay: delete published rows and record operation sequences: %w", err)
+	}
+	return nil
 }
 
 func (r *Relay) heartbeat(ctx context.Context) error {

@@ -72,7 +72,10 @@ func DecodeRevocation(b []byte) (Revocation, error) {
 	var r Revocation
 	var typeName string
 	if top {
-		if err := firstErr(decodeString(b, id, &r.EventID), decodeString(b, typ, &typeName), decodeTime(b, at, &r.EventTime)); err != nil {
+		var err1, err2 error
+		r.EventID, err1 = decodeString(b, id)
+		typeName, err2 = decodeType(b, typ)
+		if err := firstErr(err1, err2, decodeTime(b, at, &r.EventTime)); err != nil {
 			return Revocation{}, fmt.Errorf("events: decode state event: %w", err)
 		}
 	}
@@ -99,10 +102,14 @@ func DecodeRevocation(b []byte) (Revocation, error) {
 	var str [nFields]string
 	var tm [nFields]time.Time
 	for _, f := range fields {
-		if f == fNotBefore || f == fRevokedAt {
+		switch f {
+		case fNotBefore, fRevokedAt:
 			err = decodeTime(b, vals[f], &tm[f])
-		} else {
-			err = decodeString(b, vals[f], &str[f])
+		case fCause, fGroup, fReason:
+			// Not part of a Revocation: checked, not kept.
+			err = checkString(b, vals[f])
+		default:
+			str[f], err = decodeString(b, vals[f])
 		}
 		if err != nil {
 			return Revocation{}, fmt.Errorf("events: decode %s data: %w", typeName, err)
@@ -196,29 +203,73 @@ func keyIs(key []byte, name string) bool {
 	return true
 }
 
-// decodeString decodes a string or null value into *out (null leaves it
-// empty). A string that is plain ASCII without escapes is taken as is;
-// anything else goes to encoding/json, whose rules for escapes and
-// invalid UTF-8 are then followed exactly.
-func decodeString(b []byte, v span, out *string) error {
-	if v == (span{}) {
-		return nil
+// decodeString decodes a string or null value (null gives ""). A string
+// that is plain ASCII without escapes is taken as is; anything else goes to
+// encoding/json, whose rules for escapes and invalid UTF-8 are then
+// followed exactly.
+func decodeString(b []byte, v span) (string, error) {
+	raw, plain, err := stringValue(b, v)
+	if err != nil || raw == nil {
+		return "", err
 	}
-	raw := b[v.start:v.end]
+	if plain {
+		return string(raw[1 : len(raw)-1]), nil
+	}
+	var out string
+	err = json.Unmarshal(raw, &out)
+	return out, err
+}
+
+// checkString reports what decodeString would, without keeping the string.
+func checkString(b []byte, v span) error {
+	raw, plain, err := stringValue(b, v)
+	if err != nil || raw == nil || plain {
+		return err
+	}
+	var out string
+	return json.Unmarshal(raw, &out)
+}
+
+// decodeType is decodeString for the type, without a copy when it names a
+// known type, as it does every time but in tests.
+func decodeType(b []byte, v span) (string, error) {
+	if raw, plain, err := stringValue(b, v); err == nil && plain {
+		if t, ok := typeNames[string(raw[1:len(raw)-1])]; ok {
+			return t, nil
+		}
+	}
+	return decodeString(b, v)
+}
+
+// typeNames holds the state event types, to be looked up without a copy.
+var typeNames = func() map[string]string {
+	m := make(map[string]string, len(dataFields))
+	for t := range dataFields {
+		m[t] = t
+	}
+	return m
+}()
+
+// stringValue returns the raw JSON of a string value (nil for null or
+// absent) and whether it is plain ASCII without escapes.
+func stringValue(b []byte, v span) (raw []byte, plain bool, err error) {
+	if v == (span{}) {
+		return nil, false, nil
+	}
+	raw = b[v.start:v.end]
 	switch raw[0] {
 	case 'n':
-		return nil
+		return nil, false, nil
 	case '"':
 	default:
-		return fmt.Errorf("cannot decode %.20s into a string", raw)
+		return nil, false, fmt.Errorf("cannot decode %.20s into a string", raw)
 	}
 	for _, c := range raw[1 : len(raw)-1] {
 		if c == '\\' || c >= 0x80 {
-			return json.Unmarshal(raw, out)
+			return raw, false, nil
 		}
 	}
-	*out = string(raw[1 : len(raw)-1])
-	return nil
+	return raw, true, nil
 }
 
 // decodeTime decodes a value as json.Unmarshal into a time.Time does.

@@ -3,6 +3,7 @@ package events_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/evict-dev/evict/events"
@@ -142,5 +143,86 @@ func TestDecodeRevocationRefuses(t *testing.T) {
 				t.Errorf("DecodeRevocation returned %+v with its error", r)
 			}
 		})
+	}
+}
+
+func TestDecodeUsersRevoked(t *testing.T) {
+	t.Parallel()
+	samples := sampleEvents(t)
+	b, err := json.Marshal(samples[events.TypeUsersRevoked])
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := events.DecodeUsersRevoked(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "evict.state.acme.users.0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b0c"; u.Subject() != want {
+		t.Errorf("Subject() = %q, want %q", u.Subject(), want)
+	}
+	if len(u.Users) != 2 || !u.NotBefore.Equal(at) || u.OperationID == "" || !u.EventTime.Equal(at) {
+		t.Errorf("decoded %+v", u)
+	}
+	r := u.Revocation(1)
+	want := events.Revocation{Kind: events.KindUser, Tenant: "acme", ID: "jane-doe@acme", At: u.NotBefore,
+		OperationID: u.OperationID, EventID: u.EventID, EventTime: u.EventTime}
+	if r != want {
+		t.Errorf("Revocation(1) = %+v, want %+v", r, want)
+	}
+	// A guard that knows only the per-user type skips a batch, and a
+	// batch decoder refuses everything else.
+	if _, err := events.DecodeRevocation(b); !errors.Is(err, events.ErrUnknownType) {
+		t.Errorf("DecodeRevocation of a batch: err = %v, want ErrUnknownType", err)
+	}
+	one, err := json.Marshal(samples[events.TypeUserRevoked])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.DecodeUsersRevoked(one); !errors.Is(err, events.ErrUnknownType) {
+		t.Errorf("DecodeUsersRevoked of user.revoked: err = %v, want ErrUnknownType", err)
+	}
+
+	many := make([]string, events.MaxUsersPerEvent+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("u%d", i)
+	}
+	tests := []struct {
+		name   string
+		change func(e map[string]any, d map[string]any)
+	}{
+		{"no users", func(_, d map[string]any) { d["users"] = []string{} }},
+		{"users missing", func(_, d map[string]any) { delete(d, "users") }},
+		{"too many users", func(_, d map[string]any) { d["users"] = many }},
+		{"user with a dot", func(_, d map[string]any) { d["users"] = []string{"ok", "jane.doe"} }},
+		{"user with a star", func(_, d map[string]any) { d["users"] = []string{"*"} }},
+		{"user with a space", func(_, d map[string]any) { d["users"] = []string{"jane doe"} }},
+		{"empty user", func(_, d map[string]any) { d["users"] = []string{""} }},
+		{"user not a string", func(_, d map[string]any) { d["users"] = []any{42} }},
+		{"tenant with gt", func(_, d map[string]any) { d["tenant"] = ">" }},
+		{"tenant missing", func(_, d map[string]any) { delete(d, "tenant") }},
+		{"not_before missing", func(_, d map[string]any) { delete(d, "not_before") }},
+		{"not_before not a time", func(_, d map[string]any) { d["not_before"] = "yesterday" }},
+		{"event id with a dot", func(e, _ map[string]any) { e["id"] = "a.b" }},
+		{"event id missing", func(e, _ map[string]any) { delete(e, "id") }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var e map[string]any
+			if err := json.Unmarshal(b, &e); err != nil {
+				t.Fatal(err)
+			}
+			tc.change(e, e["data"].(map[string]any))
+			mb, err := json.Marshal(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u, err := events.DecodeUsersRevoked(mb); err == nil {
+				t.Errorf("accepted: %+v", u)
+			}
+		})
+	}
+	if _, err := events.DecodeUsersRevoked([]byte(`{"type":`)); err == nil {
+		t.Error("accepted malformed JSON")
 	}
 }

@@ -22,6 +22,7 @@ const (
 	TypeHeartbeat      = "dev.evict.relay.heartbeat.v1"
 	TypeDeviceRevoked  = "dev.evict.device.revoked.v1"
 	TypeTrustRevoked   = "dev.evict.trust.revoked.v1"
+	TypeUsersRevoked   = "dev.evict.users.revoked.v1"
 
 	// History events, on EVICT_EVENTS.
 	TypeMemberAdded       = "dev.evict.member.added.v1"
@@ -41,6 +42,7 @@ var Types = map[string]string{
 	TypeHeartbeat:         "",
 	TypeDeviceRevoked:     "",
 	TypeTrustRevoked:      "",
+	TypeUsersRevoked:      "",
 	TypeMemberAdded:       "member.added",
 	TypeMemberRemoved:     "member.removed",
 	TypeAccessChanged:     "access.changed",
@@ -99,6 +101,24 @@ type TenantRevoked struct {
 type UserRevoked struct {
 	Tenant      string    `json:"tenant"`
 	User        string    `json:"user"`
+	NotBefore   time.Time `json:"not_before"`
+	OperationID string    `json:"operation_id"`
+	Cause       string    `json:"cause"`
+	Group       string    `json:"group,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+}
+
+// MaxUsersPerEvent is the most users one users.revoked event names.
+const MaxUsersPerEvent = 1000
+
+// UsersRevoked is UserRevoked for many users at once: a command that logs
+// out more than one user publishes one per MaxUsersPerEvent users instead of
+// one event per user, so that a bulk logout of 100,000 users is 100
+// messages for every guard to read, not 100,000. Every session of each
+// user issued before NotBefore is invalid.
+type UsersRevoked struct {
+	Tenant      string    `json:"tenant"`
+	Users       []string  `json:"users"`
 	NotBefore   time.Time `json:"not_before"`
 	OperationID string    `json:"operation_id"`
 	Cause       string    `json:"cause"`

@@ -24,6 +24,11 @@ const (
 	KindSession = "session"
 	KindDevice  = "device" // a device whose trust was revoked
 	KindTrust   = "trust"  // a user's trust watermark: devices trusted before it are not
+	// KindUsers is a batch of user watermarks (TypeUsersRevoked), named by
+	// its event id. Each batch keeps its own subject: a guard applies the
+	// larger of a batch's watermark and the user's own, whichever it
+	// reads first.
+	KindUsers = "users"
 )
 
 // TenantStateSubject is the subject of a tenant's not-before watermark.
@@ -64,6 +69,15 @@ func TrustStateSubject(tenant, user string) (string, error) {
 		return "", err
 	}
 	return StatePrefix + tenant + "." + KindTrust + "." + user, nil
+}
+
+// UsersStateSubject is the subject of a batch of user watermarks; batch is
+// the event's id.
+func UsersStateSubject(tenant, batch string) (string, error) {
+	if err := checkIDs("tenant", tenant, "batch", batch); err != nil {
+		return "", err
+	}
+	return StatePrefix + tenant + "." + KindUsers + "." + batch, nil
 }
 
 // TenantStateFilter is the filter subject that selects all of a tenant's
@@ -121,7 +135,7 @@ func ParseStateSubject(subject string) (tenant, kind, id string, err error) {
 	}
 	switch {
 	case n == 2 && toks[1] == KindTenant:
-	case n == 3 && (toks[1] == KindUser || toks[1] == KindSession || toks[1] == KindDevice || toks[1] == KindTrust):
+	case n == 3 && (toks[1] == KindUser || toks[1] == KindSession || toks[1] == KindDevice || toks[1] == KindTrust || toks[1] == KindUsers):
 		if !ValidID(toks[2]) {
 			return "", "", "", fmt.Errorf("events: %q: %w", subject, ErrInvalidID)
 		}

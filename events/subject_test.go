@@ -54,6 +54,15 @@ func TestStateSubjectRoundTrip(t *testing.T) {
 			tenant: "acme", kind: events.KindTrust, id: "google-oauth2:1098@acme",
 		},
 		{
+			// A batch of user watermarks is named by its event id.
+			name: "users",
+			build: func() (string, error) {
+				return events.UsersStateSubject("acme", "0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b0c")
+			},
+			want:   "evict.state.acme.users.0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b0c",
+			tenant: "acme", kind: events.KindUsers, id: "0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b0c",
+		},
+		{
 			name:   "longest identifiers",
 			build:  func() (string, error) { return events.SessionStateSubject(long, long) },
 			want:   "evict.state." + long + ".session." + long,
@@ -224,6 +233,8 @@ func TestParseStateSubjectRefuses(t *testing.T) {
 		{"session without id", "evict.state.acme.session", false},
 		{"device without id", "evict.state.acme.device", false},
 		{"trust without id", "evict.state.acme.trust", false},
+		{"users without id", "evict.state.acme.users", false},
+		{"injected token after users", "evict.state.acme.users.b1.x", false},
 		{"kind device in upper case", "evict.state.acme.Device.d1", false},
 		{"injected token after device", "evict.state.acme.device.ios.1", false},
 		{"injected token after trust", "evict.state.acme.trust.jane.doe", false},
@@ -246,6 +257,7 @@ func TestParseStateSubjectRefuses(t *testing.T) {
 		{"empty device", "evict.state.acme.device.", true},
 		{"star device", "evict.state.acme.device.*", true},
 		{"gt trust user", "evict.state.acme.trust.>", true},
+		{"star users batch", "evict.state.acme.users.*", true},
 		{"Cyrillic trust user", "evict.state.acme.trust.j\u0430ne", true},
 		{"space in user", "evict.state.acme.user.jane doe", true},
 		{"NUL in session", "evict.state.acme.session.s\x00", true},

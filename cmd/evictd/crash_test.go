@@ -72,8 +72,9 @@ func startEvictd(t *testing.T, bin string, env []string) (*exec.Cmd, string) {
 }
 
 // TestKillDuringBulkLogout kills evictd with SIGKILL while its relay is
-// halfway through publishing a 10,000-user logout, restarts it, and checks
-// that every revocation reached the stream exactly once and every guard.
+// halfway through publishing a 100,000-user logout (100 users.revoked
+// events), restarts it, and checks that every event reached the stream
+// exactly once and every revocation every guard.
 func TestKillDuringBulkLogout(t *testing.T) {
 	bin := buildEvictd(t)
 	ns := testenv.NATS(t)
@@ -87,9 +88,9 @@ func TestKillDuringBulkLogout(t *testing.T) {
 		"EVICT_ADMIN_TOKEN=crash-token",
 		"EVICT_DATA_DIR=" + t.TempDir(),
 		"EVICT_LOG_LEVEL=error",
-		// Small batches stretch the publication over many rounds, so the
-		// kill lands in the middle of it.
-		"EVICT_RELAY_BATCH_SIZE=25",
+		// One event per round stretches the publication over 100 rounds,
+		// so the kill lands in the middle of it.
+		"EVICT_RELAY_BATCH_SIZE=1",
 	}
 	proc, addr := startEvictd(t, bin, env)
 	api := client.New("http://"+addr, "crash-token", nil)
@@ -98,8 +99,8 @@ func TestKillDuringBulkLogout(t *testing.T) {
 	}
 
 	// An audit stream sourcing EVICT_STATE keeps every message the state
-	// stream ever stored for the tenant's users, duplicates included, while
-	// EVICT_STATE itself keeps only the last per subject.
+	// stream ever stored for the tenant's batches of users, duplicates
+	// included, while EVICT_STATE itself keeps only the last per subject.
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +109,7 @@ func TestKillDuringBulkLogout(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	audit, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name:    "CRASH_AUDIT",
-		Sources: []*jetstream.StreamSource{{Name: events.StateStream, FilterSubject: "evict.state.crash.user.>"}},
+		Sources: []*jetstream.StreamSource{{Name: events.StateStream, FilterSubject: "evict.state.crash.users.>"}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +120,8 @@ func TestKillDuringBulkLogout(t *testing.T) {
 		guards[i] = testenv.Guard(t, ns.ClientURL(), guard.Config{Tenants: []string{"crash"}})
 	}
 
-	users := make([]string, 10_000)
+	users := make([]string, 100_000)
+	batches := len(users) / events.MaxUsersPerEvent
 	for i := range users {
 		users[i] = fmt.Sprintf("u%05d", i)
 	}
@@ -133,7 +135,7 @@ func TestKillDuringBulkLogout(t *testing.T) {
 		if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&pending); err != nil {
 			t.Fatal(err)
 		}
-		if pending < len(users) {
+		if pending < batches {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -148,14 +150,14 @@ func TestKillDuringBulkLogout(t *testing.T) {
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&pending); err != nil {
 		t.Fatal(err)
 	}
-	if pending == 0 || pending >= len(users) {
-		t.Fatalf("killed with %d of %d rows unpublished; the kill must land mid-publication", pending, len(users))
+	if pending == 0 || pending >= batches {
+		t.Fatalf("killed with %d of %d rows unpublished; the kill must land mid-publication", pending, batches)
 	}
-	t.Logf("killed evictd with %d of %d events unpublished", pending, len(users))
+	t.Logf("killed evictd with %d of %d events unpublished", pending, batches)
 
 	startEvictd(t, bin, env)
 	for gi, g := range guards {
-		testenv.Eventually(t, fmt.Sprintf("guard %d to enforce all 10,000 logouts", gi), func() bool {
+		testenv.Eventually(t, fmt.Sprintf("guard %d to enforce all 100,000 logouts", gi), func() bool {
 			for _, u := range users {
 				if !errors.Is(g.Check(guard.Session{Tenant: "crash", User: u, ID: "s", IssuedAt: issued}), guard.ErrSessionRevoked) {
 					return false
@@ -170,19 +172,19 @@ func TestKillDuringBulkLogout(t *testing.T) {
 	})
 	var info *jetstream.StreamInfo
 	testenv.Eventually(t, "audit stream to source everything", func() bool {
-		info, err = audit.Info(ctx, jetstream.WithSubjectFilter("evict.state.crash.user.>"))
-		return err == nil && info.State.Msgs >= uint64(len(users))
+		info, err = audit.Info(ctx, jetstream.WithSubjectFilter("evict.state.crash.users.>"))
+		return err == nil && info.State.Msgs >= uint64(batches)
 	})
 	time.Sleep(200 * time.Millisecond) // let a late duplicate, if any, arrive
-	info, err = audit.Info(ctx, jetstream.WithSubjectFilter("evict.state.crash.user.>"))
+	info, err = audit.Info(ctx, jetstream.WithSubjectFilter("evict.state.crash.users.>"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.State.Msgs != uint64(len(users)) || len(info.State.Subjects) != len(users) {
-		t.Fatalf("stream stored %d messages on %d subjects, want exactly %d each once", info.State.Msgs, len(info.State.Subjects), len(users))
+	if info.State.Msgs != uint64(batches) || len(info.State.Subjects) != batches {
+		t.Fatalf("stream stored %d messages on %d subjects, want exactly %d each once", info.State.Msgs, len(info.State.Subjects), batches)
 	}
 	for subj, n := range info.State.Subjects {
-		if n != 1 || !strings.HasPrefix(subj, "evict.state.crash.user.u") {
+		if n != 1 || !strings.HasPrefix(subj, "evict.state.crash.users.") {
 			t.Fatalf("subject %s stored %d times", subj, n)
 		}
 	}

@@ -3,6 +3,7 @@ package evictd_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -273,5 +274,69 @@ func TestGuardTracksSessionsOverNATS(t *testing.T) {
 	}
 	if err := g.End(ctx, "acme", "never-registered"); !errors.As(err, &rpcErr) || rpcErr.Code != "session_not_found" {
 		t.Errorf("ending an unknown session: %v", err)
+	}
+}
+
+// TestLargeLogoutRecordsTargetsAfterCommit: a logout of 2,500 users, more
+// than a command records inline, commits its watermarks and its three
+// users.revoked events first and records its 2,500 targets after the
+// commit. The holder enforces every user, and the operation completes with
+// every target recorded and enforced by its holder; until the targets are
+// recorded it is never completed.
+func TestLargeLogoutRecordsTargetsAfterCommit(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := runGuard(t, b.d.NATSURL, "web-1")
+	<-g.Ready()
+	const n = 2500
+	users := make([]string, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("user-%05d", i)
+	}
+	// The sessions as registration leaves them, held by web-1.
+	pool := testenv.Pool(t, b.dbURL)
+	issued := time.Now().Add(-time.Hour)
+	if _, err := pool.Exec(ctx, `INSERT INTO sessions (tenant_id, session_id, user_id, client, issued_at, holder)
+		SELECT 'acme', 's-' || u, u, 'web', $2, 'web-1' FROM unnest($1::text[]) u`, users, issued); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := b.api.LogoutUsers(ctx, "acme", users, "site closed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the holder to refuse every user", func() bool {
+		for _, u := range users {
+			if !errors.Is(g.Check(guard.Session{Tenant: "acme", User: u, ID: "s-" + u, IssuedAt: issued}), guard.ErrSessionRevoked) {
+				return false
+			}
+		}
+		return true
+	})
+	var op client.Operation
+	testenv.Eventually(t, "the operation to complete", func() bool {
+		op, err = b.api.Operation(ctx, acc.OperationID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op.Summary == "completed" && (op.TargetsPending || op.TotalTargets != n) {
+			t.Fatalf("completed with targets pending %v, %d targets of %d", op.TargetsPending, op.TotalTargets, n)
+		}
+		return op.Summary == "completed"
+	})
+	if op.Events.Total != 3 || op.Counts["enforced"] != n || len(op.Targets) != 500 || !op.TargetsTruncated {
+		t.Errorf("events %d, counts %v, %d targets listed (truncated %v); want 3, %d enforced, 500, true",
+			op.Events.Total, op.Counts, len(op.Targets), op.TargetsTruncated, n)
+	}
+	var revoked, feed, pending int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM sessions WHERE revoke_operation = $1 AND revoke_cause = 'logout'),
+			(SELECT count(*) FROM session_changes WHERE kind = 'revoked'), (SELECT count(*) FROM pending_targets)`,
+		acc.OperationID).Scan(&revoked, &feed, &pending); err != nil {
+		t.Fatal(err)
+	}
+	if revoked != n || feed != n || pending != 0 {
+		t.Errorf("%d sessions revoked, %d feed entries, %d pending rows; want %d, %d, 0", revoked, feed, pending, n, n)
 	}
 }

@@ -98,22 +98,28 @@ func (f *fakeAPNs) counts() (total int, hits map[string]int, bad []string) {
 	return total, hits, append([]string(nil), f.bad...)
 }
 
-// TestTenantLogoutPushesEveryDeviceOnce: a tenant-wide logout reaches each
-// of 5,000 mobile devices with exactly one APNs push; a token APNs calls
-// Unregistered is removed; the operation shows every push.
-func TestTenantLogoutPushesEveryDeviceOnce(t *testing.T) {
-	apnsSrv := newFakeAPNs(t, "dead-token")
+// apnsDaemon starts evictd pushing to apnsSrv, with a tenant "field".
+func apnsDaemon(t *testing.T, apnsSrv *fakeAPNs) (*client.Client, *pgxpool.Pool) {
+	t.Helper()
 	dbURL := testenv.Database(t)
 	d, _ := startDaemon(t, dbURL, "", func(c *evictd.Config) {
 		c.PushSenders = map[string]provider.Sender{"apns": apnsSrv.sender(t)}
 	})
 	api := client.New("http://"+d.HTTPAddr, token, nil)
-	ctx := context.Background()
-	if _, err := api.CreateTenant(ctx, "field"); err != nil {
+	if _, err := api.CreateTenant(context.Background(), "field"); err != nil {
 		t.Fatal(err)
 	}
+	return api, testenv.Pool(t, dbURL)
+}
+
+// TestTenantLogoutPushesEveryDeviceOnce: a tenant-wide logout reaches each
+// of 5,000 mobile devices with exactly one APNs push; a token APNs calls
+// Unregistered is removed; the operation shows every push.
+func TestTenantLogoutPushesEveryDeviceOnce(t *testing.T) {
+	apnsSrv := newFakeAPNs(t, "dead-token")
+	api, pool := apnsDaemon(t, apnsSrv)
+	ctx := context.Background()
 	const devices = 5000
-	pool := testenv.Pool(t, dbURL)
 	if _, err := pool.Exec(ctx, `INSERT INTO sessions (tenant_id, session_id, user_id, client, issued_at, push_provider, push_token)
 		SELECT 'field', 'm' || i, 'tech-' || i, 'mobile', now() - interval '1 minute', 'apns', 'token-' || i
 		FROM generate_series(1, $1) AS i`, devices); err != nil {
@@ -173,6 +179,48 @@ func TestTenantLogoutPushesEveryDeviceOnce(t *testing.T) {
 	}
 	if len(dead.DeadLetters) != 1 || dead.DeadLetters[0].SessionID != "refused" || dead.DeadLetters[0].Status != "failed" || dead.DeadLetters[0].Attempts != 1 {
 		t.Errorf("dead letters: %+v; want the refused push, failed after 1 attempt", dead.DeadLetters)
+	}
+}
+
+// TestBulkLogoutPushesEveryDevice: a logout of 2,500 users is published as
+// three users.revoked events; the notifier expands each batch, so each
+// user's device gets one push and a device of a user not named gets none.
+func TestBulkLogoutPushesEveryDevice(t *testing.T) {
+	apnsSrv := newFakeAPNs(t, "")
+	api, pool := apnsDaemon(t, apnsSrv)
+	ctx := context.Background()
+	const n = 2500
+	users := make([]string, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("tech-%05d", i)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO sessions (tenant_id, session_id, user_id, client, issued_at, push_provider, push_token)
+		SELECT 'field', 'm-' || u, u, 'mobile', now() - interval '1 minute', 'apns', 'token-' || u FROM unnest($1::text[]) AS u
+		UNION ALL
+		SELECT 'field', 'm-bystander', 'bystander', 'mobile', now() - interval '1 minute', 'apns', 'token-bystander'`, users); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := api.LogoutUsers(ctx, "field", users, "site closed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var op client.Operation
+	testenv.Eventually(t, "every push recorded", func() bool {
+		if err := api.Do(ctx, http.MethodGet, "/v1/operations/"+acc.OperationID, nil, &op); err != nil {
+			return false
+		}
+		return op.PushCounts["pushed"] == n
+	})
+	total, hits, bad := apnsSrv.counts()
+	if len(bad) > 0 {
+		t.Fatalf("requests APNs would refuse: %v", bad[:min(len(bad), 5)])
+	}
+	if total != n || len(hits) != n || hits["token-bystander"] != 0 {
+		t.Fatalf("%d pushes to %d devices (bystander %d), want %d to %d (bystander 0)", total, len(hits), hits["token-bystander"], n, n)
+	}
+	var batches int
+	if err := pool.QueryRow(ctx, "SELECT count(DISTINCT event_id) FROM push_deliveries").Scan(&batches); err != nil || batches != 3 {
+		t.Errorf("deliveries of %d events (%v), want 3 users.revoked batches", batches, err)
 	}
 }
 

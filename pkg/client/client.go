@@ -313,7 +313,11 @@ type Operation struct {
 	TotalTargets     int            `json:"total_targets"`
 	Targets          []Target       `json:"targets"`
 	TargetsTruncated bool           `json:"targets_truncated"`
-	Guards           []GuardState   `json:"guards"`
+	// TargetsPending is true while the targets of a command that logged
+	// out more than 1,000 users are still being recorded: Targets and
+	// Counts are incomplete, and Summary is "pending".
+	TargetsPending bool         `json:"targets_pending"`
+	Guards         []GuardState `json:"guards"`
 	// PushCounts counts the operation's device pushes by status: pending,
 	// sending, pushed, token_removed, failed, dead.
 	PushCounts map[string]int `json:"push_counts"`

@@ -462,6 +462,10 @@ func (g *Guard) caughtUp(f *feed) {
 }
 
 func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
+	if _, kind, _, err := events.ParseStateSubject(msg.Subject()); err == nil && kind == events.KindUsers {
+		g.applyUsers(msg, now)
+		return
+	}
 	r, err := events.DecodeRevocation(msg.Data())
 	if err != nil {
 		if !errors.Is(err, events.ErrUnknownType) {
@@ -489,17 +493,52 @@ func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
 	case events.KindTrust:
 		kind, v = kindTrust, v+999
 	}
-	if !g.set.Max(kind, r.Tenant, r.ID, v) {
+	if g.store(kind, r, v) {
+		g.observePropagation(r, now)
+	}
+}
+
+// applyUsers applies a batch of user watermarks (users.revoked).
+func (g *Guard) applyUsers(msg jetstream.Msg, now time.Time) {
+	u, err := events.DecodeUsersRevoked(msg.Data())
+	if err != nil {
+		g.log.Warn("undecodable state message skipped", "subject", msg.Subject(), "err", err)
 		return
 	}
-	if g.isReady.Load() {
-		g.metrics.propagation.Observe(now.Sub(r.EventTime).Seconds())
+	if u.Subject() != msg.Subject() {
+		g.log.Warn("state message whose data does not match its subject skipped", "subject", msg.Subject(), "data_subject", u.Subject())
+		return
+	}
+	v := u.NotBefore.UnixNano() + 999
+	changed := false
+	for i := range u.Users {
+		changed = g.store(kindUser, u.Revocation(i), v) || changed
+	}
+	if changed {
+		g.observePropagation(u.Revocation(0), now)
+	}
+}
+
+// store sets r's entry to v unless it holds a later value, and then ends
+// the sessions it revokes. It reports whether the entry changed.
+func (g *Guard) store(kind byte, r events.Revocation, v int64) bool {
+	if !g.set.Max(kind, r.Tenant, r.ID, v) {
+		return false
 	}
 	if kind != kindDevice && kind != kindTrust { // trust does not end sessions
 		g.holds.revoke(g, kind, r.Tenant, r.ID, v, r.OperationID)
 	}
 	if g.cfg.OnRevocation != nil {
 		g.cfg.OnRevocation(r)
+	}
+	return true
+}
+
+// observePropagation records the time from r's event to its application,
+// once the guard is live: a cold start's load is not propagation.
+func (g *Guard) observePropagation(r events.Revocation, now time.Time) {
+	if g.isReady.Load() {
+		g.metrics.propagation.Observe(now.Sub(r.EventTime).Seconds())
 	}
 }
 

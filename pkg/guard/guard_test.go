@@ -92,6 +92,16 @@ func (p *publisher) session(tenant, session string, at time.Time) {
 		events.SessionRevoked{Tenant: tenant, Session: session, RevokedAt: at, OperationID: "op", Cause: events.CauseLogout}))
 }
 
+// users publishes a users.revoked batch named by id.
+func (p *publisher) users(tenant, id string, users []string, nb time.Time) {
+	subj, err := events.UsersStateSubject(tenant, id)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.publish(subj, events.New(id, events.TypeUsersRevoked, tenant, "users", nb,
+		events.UsersRevoked{Tenant: tenant, Users: users, NotBefore: nb, OperationID: "op", Cause: events.CauseLogout}))
+}
+
 func (p *publisher) heartbeat() {
 	ev := events.New(fmt.Sprint("hb", p.n), events.TypeHeartbeat, "", "", time.Now(), events.Heartbeat{Instance: "test"})
 	p.publish(events.HeartbeatSubject, ev)
@@ -108,6 +118,15 @@ func TestCheck(t *testing.T) {
 	// "attacker" subjects must not revoke a "victim" session.
 	p.publish("evict.state.attacker.user.alice", events.New("forged", events.TypeUserRevoked, "victim", "users/alice", t0,
 		events.UserRevoked{Tenant: "victim", User: "alice", NotBefore: t0, OperationID: "op", Cause: events.CauseLogout}))
+	// A batch of users; dave also has a later watermark of his own, which
+	// the older batch must not lower, whichever comes first.
+	p.user("acme", "dave", t0.Add(time.Hour))
+	p.users("acme", "batch-1", []string{"erin", "dave", "frank"}, t0)
+	// A batch on a subject that does not name it, or naming another tenant.
+	p.publish("evict.state.attacker.users.batch-2", events.New("batch-2", events.TypeUsersRevoked, "victim", "users", t0,
+		events.UsersRevoked{Tenant: "victim", Users: []string{"grace"}, NotBefore: t0, OperationID: "op", Cause: events.CauseLogout}))
+	p.publish("evict.state.acme.users.batch-3", events.New("batch-4", events.TypeUsersRevoked, "acme", "users", t0,
+		events.UsersRevoked{Tenant: "acme", Users: []string{"heidi"}, NotBefore: t0, OperationID: "op", Cause: events.CauseLogout}))
 	p.heartbeat()
 	g := testenv.Guard(t, p.url, guard.Config{})
 
@@ -128,6 +147,12 @@ func TestCheck(t *testing.T) {
 		{"revoked session id in another tenant", guard.Session{"other", "carol", "stolen", t0.Add(-time.Hour)}, nil},
 		{"user id equal to a session id", guard.Session{"acme", "stolen", "fine", t0.Add(-time.Hour)}, nil},
 		{"forged data on another tenant's subject", guard.Session{"victim", "alice", "v1", t0.Add(-time.Hour)}, nil},
+		{"user of a batch, issued before it", guard.Session{"acme", "erin", "s4", t0.Add(-time.Hour)}, guard.ErrSessionRevoked},
+		{"last user of a batch, issued at it", guard.Session{"acme", "frank", "s5", t0}, guard.ErrSessionRevoked},
+		{"user of a batch, issued after it", guard.Session{"acme", "erin", "s4", t0.Add(time.Microsecond)}, nil},
+		{"own watermark later than the batch", guard.Session{"acme", "dave", "s6", t0.Add(time.Minute)}, guard.ErrSessionRevoked},
+		{"batch naming another tenant than its subject", guard.Session{"victim", "grace", "v2", t0.Add(-time.Hour)}, nil},
+		{"batch on another batch's subject", guard.Session{"acme", "heidi", "s7", t0.Add(-time.Hour)}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -136,8 +161,9 @@ func TestCheck(t *testing.T) {
 			}
 		})
 	}
-	if g.Entries() != 3 {
-		t.Errorf("Entries() = %d, want 3", g.Entries())
+	// alice, wide, stolen, and from the batch erin, dave and frank.
+	if g.Entries() != 6 {
+		t.Errorf("Entries() = %d, want 6", g.Entries())
 	}
 	if err := g.Healthy(); err != nil {
 		t.Errorf("Healthy() = %v after a fresh heartbeat", err)

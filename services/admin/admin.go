@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -88,6 +89,9 @@ type Server struct {
 	metrics    *metrics
 	mux        *http.ServeMux
 	handler    http.Handler
+	// pendingTargets takes the operations that left their targets for
+	// after the commit (internal/targets) to Run's recorder.
+	pendingTargets chan uuid.UUID
 }
 
 // New returns a Server for cfg.
@@ -102,16 +106,17 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("admin: Config.AdminToken is required")
 	}
 	s := &Server{
-		pool:     cfg.Pool,
-		registry: cfg.Registry,
-		token:    []byte(cfg.AdminToken),
-		maxBody:  cfg.MaxBodyBytes,
-		maxBulk:  cfg.MaxBulkUsers,
-		log:      cfg.Logger,
-		ready:    cfg.Ready,
-		oidc:     cfg.OIDC,
-		metrics:  newMetrics(cfg.Registerer),
-		mux:      http.NewServeMux(),
+		pendingTargets: make(chan uuid.UUID, 64),
+		pool:           cfg.Pool,
+		registry:       cfg.Registry,
+		token:          []byte(cfg.AdminToken),
+		maxBody:        cfg.MaxBodyBytes,
+		maxBulk:        cfg.MaxBulkUsers,
+		log:            cfg.Logger,
+		ready:          cfg.Ready,
+		oidc:           cfg.OIDC,
+		metrics:        newMetrics(cfg.Registerer),
+		mux:            http.NewServeMux(),
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes

@@ -52,6 +52,9 @@ type op struct {
 	// lock (see changes.Lock), held until the commit, so any statement
 	// after it would make the tenant's other commands wait.
 	feed pgx.Batch
+	// pendingTargets is set when the command left the recording of its
+	// targets for after the commit (targets.Defer).
+	pendingTargets bool
 }
 
 type outboxRow struct {
@@ -89,6 +92,12 @@ func emit[T any](o *op, subject, typ, ceSubject string, at time.Time, data T) er
 	if err != nil {
 		return fmt.Errorf("admin: event id: %w", err)
 	}
+	return emitAs(o, id, subject, typ, ceSubject, at, data)
+}
+
+// emitAs is emit with the event's id chosen by the caller, for a subject
+// that names it.
+func emitAs[T any](o *op, id uuid.UUID, subject, typ, ceSubject string, at time.Time, data T) error {
 	b, err := json.Marshal(events.New(id.String(), typ, o.tenant, ceSubject, at, data))
 	if err != nil {
 		return fmt.Errorf("admin: encode %s: %w", typ, err)
@@ -151,8 +160,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 	var status int
 	var body []byte
 	var wakeErr error
+	var pending uuid.NullUUID // the operation, when it left its targets for later
 	err = s.inCmdTx(r.Context(), func(ctx context.Context, tx *cmdTx) error {
-		wakeErr = nil
+		wakeErr, pending = nil, uuid.NullUUID{}
 		if key != "" {
 			var prevHash []byte
 			err := tx.QueryRow(ctx, `SELECT request_hash, response_status, response FROM operations
@@ -219,6 +229,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 		if wakeErr, err = tx.commit(ctx, b, wake); err != nil {
 			return fmt.Errorf("admin: %s: %w", c.kind, err)
 		}
+		pending = uuid.NullUUID{UUID: id, Valid: o.pendingTargets}
 		return nil
 	})
 	if err != nil {
@@ -226,6 +237,12 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 	}
 	if wakeErr != nil {
 		s.log.WarnContext(r.Context(), "wake after commit", "tenant", c.tenant, "err", wakeErr)
+	}
+	if pending.Valid {
+		select {
+		case s.pendingTargets <- pending.UUID:
+		default: // the recorder is busy; its next round finds the row
+		}
 	}
 	if status == http.StatusAccepted {
 		s.metrics.commands.WithLabelValues(c.kind).Inc()

@@ -55,13 +55,16 @@ func (f *feed) wakeAll() {
 }
 
 // Run does the API's background work until ctx ends: it writes the audit
-// rows of rate-limited authentication failures (see auditSuppressed) and
-// listens for session changes, reconnecting on errors.
+// rows of rate-limited authentication failures (see auditSuppressed),
+// records the targets that large commands left for after their commit
+// (see recordTargets), and listens for session changes, reconnecting on
+// errors.
 // Streams also look every 15 seconds (with their keep-alive), so a lost
 // notification delays an event but never drops it.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.auditSuppressed(ctx) })
+	wg.Go(func() { s.recordTargets(ctx) })
 	defer wg.Wait()
 	for ctx.Err() == nil {
 		err := s.listen(ctx)

@@ -7,68 +7,129 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/changes"
+	optargets "github.com/evict-dev/evict/internal/targets"
 )
 
-// revokeUsers raises the not-before watermark of each user to now and emits
-// one state event per user. users must be valid, sorted and unique: the
-// sorted order makes concurrent bulk commands lock rows in the same order,
-// so they cannot deadlock.
+// revokeUsers raises the not-before watermark of each user to now. users
+// must be valid, sorted and unique: the sorted order makes concurrent bulk
+// commands lock rows in the same order, so they cannot deadlock.
+//
+// One user gets a user.revoked event of their own, on the user's subject.
+// More get users.revoked events of up to events.MaxUsersPerEvent users
+// each, with one watermark for all: every guard reads one message per
+// thousand users instead of one per user. Their sessions are marked
+// revoked in this transaction up to optargets.Inline users, and after the
+// commit above it (see internal/targets).
 func revokeUsers(ctx context.Context, tx cmdQuerier, o *op, users []string, cause, group string) error {
-	if len(users) == 0 {
+	switch len(users) {
+	case 0:
 		return nil
+	case 1:
+		return revokeUser(ctx, tx, o, users[0], cause, group)
 	}
-	rows, err := tx.Query(ctx, `INSERT INTO user_watermarks AS w (tenant_id, user_id, not_before, operation_id, cause, reason)
-		SELECT $1, u, clock_timestamp(), $3, $4, nullif($5, '') FROM unnest($2::text[]) WITH ORDINALITY AS t(u, n) ORDER BY n
-		ON CONFLICT (tenant_id, user_id) DO UPDATE
-		SET not_before = greatest(w.not_before, excluded.not_before),
-		    operation_id = excluded.operation_id, cause = excluded.cause, reason = excluded.reason
-		RETURNING user_id, not_before`,
-		o.tenant, users, o.id, cause, o.reason)
+	var nb time.Time
+	// The watermark is kept where it is already later (greatest): a guard
+	// applies the later of a batch's watermark and the user's own.
+	err := tx.QueryRow(ctx, `WITH t AS (SELECT clock_timestamp() AS nb),
+		up AS (
+			INSERT INTO user_watermarks AS w (tenant_id, user_id, not_before, operation_id, cause, reason)
+			SELECT $1, u, t.nb, $3, $4, nullif($5, '') FROM t, unnest($2::text[]) WITH ORDINALITY AS x(u, n) ORDER BY n
+			ON CONFLICT (tenant_id, user_id) DO UPDATE
+			SET not_before = greatest(w.not_before, excluded.not_before),
+			    operation_id = excluded.operation_id, cause = excluded.cause, reason = excluded.reason)
+		SELECT nb FROM t`,
+		o.tenant, users, o.id, cause, o.reason).Scan(&nb)
 	if err != nil {
 		return fmt.Errorf("admin: revoke users: %w", err)
 	}
-	defer rows.Close()
-	var user string
-	var nb time.Time
-	var revokedUsers []string
-	var nbs []time.Time
-	_, err = pgx.ForEachRow(rows, []any{&user, &nb}, func() error {
-		revokedUsers, nbs = append(revokedUsers, user), append(nbs, nb)
-		subject, err := events.UserStateSubject(o.tenant, user)
+	for batch := range slices.Chunk(users, events.MaxUsersPerEvent) {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("admin: event id: %w", err)
+		}
+		subject, err := events.UsersStateSubject(o.tenant, id.String())
 		if err != nil {
 			return err
 		}
-		return emit(o, subject, events.TypeUserRevoked, "users/"+user, nb, events.UserRevoked{
-			Tenant: o.tenant, User: user, NotBefore: nb, OperationID: o.id.String(),
+		if err := emitAs(o, id, subject, events.TypeUsersRevoked, "users", nb, events.UsersRevoked{
+			Tenant: o.tenant, Users: batch, NotBefore: nb, OperationID: o.id.String(),
 			Cause: cause, Group: group, Reason: o.reason,
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("admin: revoke users: %w", err)
+		}); err != nil {
+			return err
+		}
 	}
-	// Mark the users' registered sessions revoked and remember them as the
-	// operation's targets; the live session views get them from there.
-	o.later.Queue(`WITH rev AS (
-			UPDATE sessions s SET revoked_at = w.nb, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
-			FROM unnest($2::text[], $6::timestamptz[]) AS w(u, nb)
-			WHERE s.tenant_id = $1 AND s.user_id = w.u AND s.issued_at <= w.nb
-			  AND s.revoked_at IS NULL AND s.ended_at IS NULL
-			RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id)
-		INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
-		SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev`,
-		o.tenant, revokedUsers, cause, o.reason, o.id, nbs)
-	changes.QueueLock(&o.feed, o.tenant)
-	o.feed.Queue(`INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
-		SELECT $1, t.user_id, t.session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text)
-		FROM operation_targets t JOIN unnest($4::text[]) AS u(id) ON t.user_id = u.id
-		WHERE t.operation_id = $2`,
-		o.tenant, o.id, cause, revokedUsers, o.id.String())
+	l := optargets.Logout{Operation: o.id, Tenant: o.tenant, Users: users, NotBefore: nb, Cause: cause, Reason: o.reason}
+	if len(users) > optargets.Inline {
+		optargets.Defer(&o.later, l)
+		o.pendingTargets = true
+	} else {
+		optargets.Queue(&o.later, &o.feed, l)
+	}
 	o.addUsers(users)
 	return nil
+}
+
+// revokeUser raises one user's watermark and emits its user.revoked event
+// with the watermark as stored.
+func revokeUser(ctx context.Context, tx cmdQuerier, o *op, user, cause, group string) error {
+	var nb time.Time
+	err := tx.QueryRow(ctx, `INSERT INTO user_watermarks AS w (tenant_id, user_id, not_before, operation_id, cause, reason)
+		VALUES ($1, $2, clock_timestamp(), $3, $4, nullif($5, ''))
+		ON CONFLICT (tenant_id, user_id) DO UPDATE
+		SET not_before = greatest(w.not_before, excluded.not_before),
+		    operation_id = excluded.operation_id, cause = excluded.cause, reason = excluded.reason
+		RETURNING not_before`,
+		o.tenant, user, o.id, cause, o.reason).Scan(&nb)
+	if err != nil {
+		return fmt.Errorf("admin: revoke user: %w", err)
+	}
+	subject, err := events.UserStateSubject(o.tenant, user)
+	if err != nil {
+		return err
+	}
+	if err := emit(o, subject, events.TypeUserRevoked, "users/"+user, nb, events.UserRevoked{
+		Tenant: o.tenant, User: user, NotBefore: nb, OperationID: o.id.String(),
+		Cause: cause, Group: group, Reason: o.reason,
+	}); err != nil {
+		return err
+	}
+	// Mark the user's registered sessions revoked and remember them as
+	// the operation's targets; the live session views get them from there.
+	optargets.Queue(&o.later, &o.feed, optargets.Logout{Operation: o.id, Tenant: o.tenant, Users: []string{user},
+		NotBefore: nb, Cause: cause, Reason: o.reason})
+	o.addUsers([]string{user})
+	return nil
+}
+
+// recordTargetsEvery is how often recordTargets looks for pending targets
+// that no command handed it: those of a replica that stopped first.
+const recordTargetsEvery = 30 * time.Second
+
+// recordTargets records the targets that commands left for after their
+// commit (internal/targets): each as soon as its command has committed,
+// and at start and every recordTargetsEvery whatever is left.
+func (s *Server) recordTargets(ctx context.Context) {
+	t := time.NewTicker(recordTargetsEvery)
+	defer t.Stop()
+	err := optargets.RecordAll(ctx, s.pool)
+	for {
+		if err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "record targets; retrying later", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case op := <-s.pendingTargets:
+			err = optargets.Record(ctx, s.pool, op)
+		case <-t.C:
+			err = optargets.RecordAll(ctx, s.pool)
+		}
+	}
 }
 
 // revokeTenant raises the tenant's not-before watermark: one row and one

@@ -114,6 +114,7 @@ func ConsumerConfig() jetstream.ConsumerConfig {
 		FilterSubjects: []string{
 			events.StatePrefix + "*." + events.KindTenant,
 			events.StatePrefix + "*." + events.KindUser + ".*",
+			events.StatePrefix + "*." + events.KindUsers + ".*",
 			events.StatePrefix + "*." + events.KindSession + ".*",
 		},
 		// Created now, it starts now: history needs no pushes.
@@ -172,8 +173,8 @@ func (n *Notifier) Run(ctx context.Context) error {
 // database error the message is redelivered; the primary key makes the
 // retry harmless.
 func (n *Notifier) expand(ctx context.Context, m jetstream.Msg) {
-	r, err := events.DecodeRevocation(m.Data())
-	if err != nil || r.Subject() != m.Subject() {
+	r, users, err := decodeState(m)
+	if err != nil {
 		n.log.Warn("state message skipped", "subject", m.Subject(), "err", err)
 		_ = m.Term()
 		return
@@ -203,6 +204,8 @@ func (n *Notifier) expand(ctx context.Context, m jetstream.Msg) {
 		_, err = n.cfg.Pool.Exec(ctx, fmt.Sprintf(insert, "session_id = $5"), append(args, r.ID)...)
 	case events.KindUser:
 		_, err = n.cfg.Pool.Exec(ctx, fmt.Sprintf(insert, "user_id = $5 AND issued_at <= $6"), append(args, r.ID, r.At)...)
+	case events.KindUsers:
+		_, err = n.cfg.Pool.Exec(ctx, fmt.Sprintf(insert, "user_id = ANY($5) AND issued_at <= $6"), append(args, users, r.At)...)
 	case events.KindTenant:
 		err = n.expandTenant(ctx, m, fmt.Sprintf(insert, "issued_at <= $5 AND session_id > $6 AND session_id <= $7"), args, r.At)
 	default:
@@ -220,6 +223,31 @@ func (n *Notifier) expand(ctx context.Context, m jetstream.Msg) {
 	case n.wake <- struct{}{}:
 	default:
 	}
+}
+
+// decodeState decodes a state message whose data matches its subject. For
+// a batch of users (users.revoked) it returns the users, and r has Kind
+// KindUsers with the batch's watermark.
+func decodeState(m jetstream.Msg) (r events.Revocation, users []string, err error) {
+	if _, kind, _, err := events.ParseStateSubject(m.Subject()); err == nil && kind == events.KindUsers {
+		u, err := events.DecodeUsersRevoked(m.Data())
+		if err != nil {
+			return r, nil, err
+		}
+		if u.Subject() != m.Subject() {
+			return r, nil, fmt.Errorf("notifier: data of %s, subject %s", u.Subject(), m.Subject())
+		}
+		return events.Revocation{Kind: events.KindUsers, Tenant: u.Tenant, At: u.NotBefore,
+			OperationID: u.OperationID, EventID: u.EventID, EventTime: u.EventTime}, u.Users, nil
+	}
+	r, err = events.DecodeRevocation(m.Data())
+	if err != nil {
+		return r, nil, err
+	}
+	if r.Subject() != m.Subject() {
+		return r, nil, fmt.Errorf("notifier: data of %s, subject %s", r.Subject(), m.Subject())
+	}
+	return r, nil, nil
 }
 
 // expandTenant expands a tenant-wide logout in pages of session ids, so

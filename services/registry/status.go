@@ -53,8 +53,12 @@ type Status struct {
 	Total    int            `json:"total_targets"`
 	Targets  []Target       `json:"targets"`
 	// TargetsTruncated is true when Targets lists only the first targets.
-	TargetsTruncated bool    `json:"targets_truncated,omitempty"`
-	Guards           []Guard `json:"guards"`
+	TargetsTruncated bool `json:"targets_truncated,omitempty"`
+	// TargetsPending is true while a large command's targets are still
+	// being recorded after its commit (internal/targets): Targets and
+	// Counts are not complete yet, and neither is the operation.
+	TargetsPending bool    `json:"targets_pending,omitempty"`
+	Guards         []Guard `json:"guards"`
 	// Pushes are the mobile pushes the operation caused, one per device:
 	// pending, sending, pushed, token_removed, failed or dead (retries
 	// exhausted). They inform; completion rests on the guards.
@@ -125,8 +129,10 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 	st := Status{Counts: map[string]int{}, Targets: []Target{}, Guards: []Guard{}, Pushes: []Push{}, PushCounts: map[string]int{}}
 	var tenant string
 	var published *time.Time
-	err := r.cfg.Pool.QueryRow(ctx, "SELECT tenant_id, state_seq, published_at FROM operations WHERE id = $1", id).
-		Scan(&tenant, &st.StateSeq, &published)
+	err := r.cfg.Pool.QueryRow(ctx, `SELECT tenant_id, state_seq, published_at,
+			EXISTS (SELECT 1 FROM pending_targets p WHERE p.operation_id = o.id)
+		FROM operations o WHERE id = $1`, id).
+		Scan(&tenant, &st.StateSeq, &published, &st.TargetsPending)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return st, fmt.Errorf("registry: operation %v: %w", id, pgx.ErrNoRows)
 	}
@@ -192,7 +198,7 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 		return st, err
 	}
 	switch {
-	case published == nil || pendingLive > 0 || st.Counts[TargetDeferred] > 0 || !allApplied:
+	case published == nil || st.TargetsPending || pendingLive > 0 || st.Counts[TargetDeferred] > 0 || !allApplied:
 		st.Summary = SummaryPending
 	case pendingDown > 0:
 		st.Summary = SummaryPartial
@@ -204,9 +210,10 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 
 // complete stamps completed_at on operations that have just completed.
 //
-// An operation whose events a live guard of its tenant has not applied yet
-// is pending whatever its targets say, and that is most of them, most of
-// the time: the first query leaves those out, so that the full status (four
+// An operation whose events a live guard of its tenant has not applied yet,
+// or whose targets are still being recorded, is pending whatever its
+// targets say, and that is most of them, most of the time: the first query
+// leaves those out, so that the full status (four
 // queries) is computed only for operations that may have completed. At
 // 1,000 commands a second, computing it for every incomplete operation on
 // every round cost PostgreSQL more than the commands did. The operations
@@ -215,6 +222,7 @@ func (r *Registry) complete(ctx context.Context) error {
 	live := fmt.Sprintf("%d milliseconds", r.cfg.Liveness.Milliseconds())
 	rows, err := r.cfg.Pool.Query(ctx, `SELECT o.id FROM operations o
 		WHERE o.completed_at IS NULL AND o.published_at IS NOT NULL
+		  AND NOT EXISTS (SELECT 1 FROM pending_targets p WHERE p.operation_id = o.id)
 		  AND NOT EXISTS (SELECT 1 FROM guard_instances g
 			WHERE g.last_report_at > clock_timestamp() - $1::interval AND g.scope IN ('', o.tenant_id)
 			  AND g.applied_seq < o.state_seq)

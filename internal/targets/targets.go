@@ -1,0 +1,150 @@
+// Package targets records what a logout of users did to their registered
+// sessions: marks the sessions revoked, keeps them as the operation's
+// targets (whose holders must confirm), and appends them to the tenant's
+// session feed.
+//
+// For a few users that is done inside the command's transaction. For many
+// it is most of the command's cost (PostgreSQL updates every session row
+// through its indexes: 300,000 rows for a bulk logout of 100,000 users took
+// seconds), and none of it is needed to enforce the logout: the guards
+// enforce the watermarks. So a large command commits its watermarks and
+// events first and leaves the rest in pending_targets, which Record works
+// through after the commit, Slice users per transaction, each short, so
+// that the tenant's feed lock is never held for long. A row left by a
+// crash is picked up by RecordAll.
+package targets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/evict-dev/evict/internal/changes"
+)
+
+// Inline is the most users whose sessions a command records in its own
+// transaction; above it, Defer.
+const Inline = 1000
+
+// Slice is how many users one transaction of Record handles.
+const Slice = 1000
+
+// Logout is a logout of users, as a command decided it.
+type Logout struct {
+	Operation uuid.UUID
+	Tenant    string
+	Users     []string
+	NotBefore time.Time // sessions issued at or before it are revoked
+	Cause     string
+	Reason    string
+}
+
+// Queue queues, in the command's batch b, the marking of l's sessions and
+// the recording of its targets, and in feed the tenant's feed entries
+// (which take the tenant's feed lock: send them last).
+func Queue(b, feed *pgx.Batch, l Logout) {
+	b.Queue(`WITH rev AS (
+			UPDATE sessions s SET revoked_at = $6, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
+			FROM unnest($2::text[]) AS w(u)
+			WHERE s.tenant_id = $1 AND s.user_id = w.u AND s.issued_at <= $6
+			  AND s.revoked_at IS NULL AND s.ended_at IS NULL
+			RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id)
+		INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
+		SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev`,
+		l.Tenant, l.Users, l.Cause, l.Reason, l.Operation, l.NotBefore)
+	changes.QueueLock(feed, l.Tenant)
+	feed.Queue(`INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
+		SELECT $1, t.user_id, t.session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text)
+		FROM operation_targets t JOIN unnest($4::text[]) AS u(id) ON t.user_id = u.id
+		WHERE t.operation_id = $2`,
+		l.Tenant, l.Operation, l.Cause, l.Users, l.Operation.String())
+}
+
+// Defer queues, in the command's batch, l as a pending_targets row for
+// Record to do after the commit.
+func Defer(b *pgx.Batch, l Logout) {
+	b.Queue(`INSERT INTO pending_targets (operation_id, tenant_id, users, not_before, cause, reason)
+		VALUES ($1, $2, $3, $4, $5, nullif($6, ''))`,
+		l.Operation, l.Tenant, l.Users, l.NotBefore, l.Cause, l.Reason)
+}
+
+// Record does the pending work of operation op, Slice users per
+// transaction, and returns when none is left. Another process working on
+// the same row is not waited for: each slice is taken under the row's lock
+// and skipped while someone else holds it.
+func Record(ctx context.Context, pool *pgxpool.Pool, op uuid.UUID) error {
+	for {
+		more, err := recordSlice(ctx, pool, op)
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
+// recordSlice records the next slice of op's users; more is false when
+// the row is gone or taken.
+func recordSlice(ctx context.Context, pool *pgxpool.Pool, op uuid.UUID) (more bool, err error) {
+	var tenant string
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var l Logout
+		var done, total int
+		var reason *string
+		err := tx.QueryRow(ctx, `SELECT tenant_id, users[done + 1 : done + $2], done, cardinality(users), not_before, cause, reason
+			FROM pending_targets WHERE operation_id = $1 FOR UPDATE SKIP LOCKED`, op, Slice).
+			Scan(&l.Tenant, &l.Users, &done, &total, &l.NotBefore, &l.Cause, &reason)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		l.Operation = op
+		if reason != nil {
+			l.Reason = *reason
+		}
+		b, feed := &pgx.Batch{}, &pgx.Batch{}
+		Queue(b, feed, l)
+		if done+len(l.Users) >= total {
+			b.Queue("DELETE FROM pending_targets WHERE operation_id = $1", op)
+		} else {
+			b.Queue("UPDATE pending_targets SET done = $2 WHERE operation_id = $1", op, done+len(l.Users))
+			more = true
+		}
+		b.QueuedQueries = append(b.QueuedQueries, feed.QueuedQueries...)
+		tenant = l.Tenant
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return false, fmt.Errorf("targets: record %s: %w", op, err)
+	}
+	if tenant != "" {
+		if err := changes.Notify(context.WithoutCancel(ctx), pool, tenant); err != nil {
+			return more, err
+		}
+	}
+	return more, nil
+}
+
+// RecordAll records every operation's pending work that nobody is doing,
+// oldest first: what a crash left.
+func RecordAll(ctx context.Context, pool *pgxpool.Pool) error {
+	rows, err := pool.Query(ctx, "SELECT operation_id FROM pending_targets ORDER BY created_at")
+	if err != nil {
+		return fmt.Errorf("targets: pending: %w", err)
+	}
+	ops, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return fmt.Errorf("targets: pending: %w", err)
+	}
+	for _, op := range ops {
+		if err := Record(ctx, pool, op); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -54,13 +55,26 @@ type span struct{ start, end int }
 // fuzz target compare the two.
 func DecodeRevocation(b []byte) (Revocation, error) {
 	var id, typ, at, data span
+	// encoding/json decodes every occurrence of a repeated key, so an
+	// earlier one that does not decode fails the event even though the
+	// last one is kept; dupErr is the first such failure.
+	var dupErr error
 	top, err := scanObject(b, 0, func(key []byte, v span) {
 		switch {
 		case keyIs(key, "id"):
+			if id != (span{}) && dupErr == nil {
+				dupErr = checkString(b, id)
+			}
 			id = v
 		case keyIs(key, "type"):
+			if typ != (span{}) && dupErr == nil {
+				dupErr = checkString(b, typ)
+			}
 			typ = v
 		case keyIs(key, "time"):
+			if at != (span{}) && dupErr == nil {
+				dupErr = checkTime(b, at)
+			}
 			at = v
 		case keyIs(key, "data"):
 			data = v
@@ -75,7 +89,7 @@ func DecodeRevocation(b []byte) (Revocation, error) {
 		var err1, err2 error
 		r.EventID, err1 = decodeString(b, id)
 		typeName, err2 = decodeType(b, typ)
-		if err := firstErr(err1, err2, decodeTime(b, at, &r.EventTime)); err != nil {
+		if err := firstErr(dupErr, err1, err2, decodeTime(b, at, &r.EventTime)); err != nil {
 			return Revocation{}, fmt.Errorf("events: decode state event: %w", err)
 		}
 	}
@@ -87,16 +101,25 @@ func DecodeRevocation(b []byte) (Revocation, error) {
 	if data != (span{}) {
 		if _, err := scanObject(b[:data.end], data.start, func(key []byte, v span) {
 			if f, ok := exactField(key); ok {
+				if vals[f] != (span{}) && dupErr == nil && slices.Contains(fields, f) {
+					dupErr = checkField(b, f, vals[f])
+				}
 				vals[f] = v // fields holds f or vals[f] is never read
 				return
 			}
 			for _, f := range fields {
 				if keyIs(key, fieldNames[f]) {
+					if vals[f] != (span{}) && dupErr == nil {
+						dupErr = checkField(b, f, vals[f])
+					}
 					vals[f] = v
 				}
 			}
 		}); err != nil {
 			return Revocation{}, fmt.Errorf("events: decode %s data: %w", typeName, err)
+		}
+		if dupErr != nil {
+			return Revocation{}, fmt.Errorf("events: decode %s data: %w", typeName, dupErr)
 		}
 	}
 	var str [nFields]string
@@ -272,6 +295,20 @@ func stringValue(b []byte, v span) (raw []byte, plain bool, err error) {
 	return raw, true, nil
 }
 
+// checkTime reports what decodeTime would, without keeping the time.
+func checkTime(b []byte, v span) error {
+	var t time.Time
+	return decodeTime(b, v, &t)
+}
+
+// checkField reports whether the value of data field f decodes.
+func checkField(b []byte, f int, v span) error {
+	if f == fNotBefore || f == fRevokedAt {
+		return checkTime(b, v)
+	}
+	return checkString(b, v)
+}
+
 // decodeTime decodes a value as json.Unmarshal into a time.Time does.
 func decodeTime(b []byte, v span, out *time.Time) error {
 	if v == (span{}) {
@@ -324,14 +361,13 @@ func (s *scanner) peek() byte {
 }
 
 func (s *scanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
+	// s.i in a local: the scanner is behind a pointer, so a loop on the
+	// field would load and store it on every byte.
+	i := s.i
+	for i < len(s.b) && (s.b[i] == ' ' || s.b[i] == '\t' || s.b[i] == '\n' || s.b[i] == '\r') {
+		i++
 	}
+	s.i = i
 }
 
 // value scans one value. member, when not nil, receives the members of
@@ -434,15 +470,26 @@ func (s *scanner) object(depth int, member func(key []byte, v span)) error {
 	}
 }
 
+// plainByte marks the bytes a JSON string holds as they are: not a control
+// character, a quote or a backslash.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // str scans a string and returns its span, quotes included.
 func (s *scanner) str() (span, error) {
 	start := s.i
 	s.i++ // '"'
 	for s.i < len(s.b) {
-		// Most bytes are plain; skip them in a tight loop.
-		for s.i < len(s.b) && s.b[s.i] >= 0x20 && s.b[s.i] != '"' && s.b[s.i] != '\\' {
-			s.i++
+		// Most bytes are plain; skip them in a tight loop on locals.
+		i, b := s.i, s.b
+		for i < len(b) && plainByte[b[i]] {
+			i++
 		}
+		s.i = i
 		if s.i == len(s.b) {
 			break
 		}

@@ -100,6 +100,13 @@ func TestDecodeRevocationMatchesEncodingJSON(t *testing.T) {
 		user(`{"ten\u0061nt":"acme","user":"jane","not_before":` + nb + `}`),
 		`{"TYPE":"dev.evict.user.revoked.v1","Data":{"tenant":"acme","user":"jane","not_before":` + nb + `}}`,
 		`{"type":"dev.evict.user.revoked.v1","data":{"tenant":"x"},"data":{"tenant":"acme","user":"jane","not_before":` + nb + `}}`,
+		// An earlier occurrence of a repeated key that does not decode
+		// fails the event, though the last one is kept (found by fuzzing).
+		`{"time":"","time":"0000-01-01T00:00:00Z"}`,
+		`{"id":1,"id":"e1","type":"dev.evict.user.revoked.v1","time":` + nb + `,"data":{"tenant":"acme","user":"jane","not_before":` + nb + `}}`,
+		user(`{"tenant":"acme","user":"jane","not_before":"yesterday","not_before":` + nb + `}`),
+		user(`{"tenant":7,"TENANT":"acme","user":"jane","not_before":` + nb + `}`),
+		user(`{"tenant":"acme","user":"jane","not_before":` + nb + `,"session":7,"session":"s"}`), // not a field of user.revoked
 		// String values: escapes, non-ASCII, invalid UTF-8, null, wrong type.
 		user(`{"tenant":"\u0061cme","user":"jane","not_before":` + nb + `}`),
 		user(`{"tenant":"acme","user":"jane","not_before":` + nb + `,"operation_id":"op\u00e9\n\"x\"","reason":"caf\u00e9 \ud83d\ude00"}`),

@@ -11,47 +11,45 @@ import (
 // janitorLock keeps replicas from sweeping the same rows at once ("evictjan").
 const janitorLock = 0x65766963746a616e
 
-// sweepBatch is how many sessions one sweep statement marks, and
-// sweepBatches how many statements one round of housekeeping runs. The
-// sweep only keeps the live-session indexes small (listings and counts
-// apply the tenant's watermark themselves), so it is paced: after a
-// tenant-wide logout of 1,000,000 sessions, marking them all in one round
-// kept PostgreSQL busy for minutes, and logouts of every tenant waited for
-// its CPU and WAL (evict-bench's cold start and cache baseline, which come
-// after its tenant-wide runs, took twice as long). 30,000 sessions a round,
-// every 30 s by default, mark 1,000,000 in 17 minutes.
+// The sweep marks the sessions that a tenant-wide logout covered as
+// revoked (that logout touched no session row, to stay O(1)); it only keeps
+// the live-session indexes small, since listings, counts and statuses apply
+// the tenant's watermark themselves. So it goes in small steps: sweepBatch
+// sessions every sweepEvery, each step a short transaction of its own.
+// Marking the 1,000,000 sessions of a tenant in one transaction kept
+// PostgreSQL busy for minutes, and in steps of 30,000 each step still
+// delayed the logouts committed during it by up to a second (evict-bench's
+// cache baseline and cold start, which follow its tenant-wide runs). 1,000
+// a second mark 1,000,000 in 17 minutes.
 const (
-	sweepBatch   = 10_000
-	sweepBatches = 3
+	sweepBatch = 1_000
+	sweepEvery = time.Second
 )
 
-// tidy runs one round of housekeeping: it marks sessions that a tenant-wide
-// logout covered as revoked (that logout touched no session row, to stay
-// O(1); marking them keeps the live-session indexes small), and deletes
-// history older than the retention: ended, revoked and expired sessions,
-// and the change feed. Audit rows and operations are kept.
+// sweep marks up to sweepBatch sessions covered by a tenant-wide logout
+// as revoked by it.
+func (r *Registry) sweep(ctx context.Context) error {
+	return r.locked(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE sessions s SET revoked_at = t.not_before, revoke_cause = t.not_before_cause,
+				revoke_reason = t.not_before_reason, revoke_operation = t.not_before_operation
+			FROM tenants t
+			WHERE s.tenant_id = t.id AND (s.tenant_id, s.session_id) IN (
+				SELECT s2.tenant_id, s2.session_id FROM sessions s2 JOIN tenants t2 ON t2.id = s2.tenant_id
+				WHERE s2.ended_at IS NULL AND s2.revoked_at IS NULL AND t2.not_before IS NOT NULL
+				  AND s2.issued_at <= t2.not_before
+				LIMIT $1)`, sweepBatch)
+		if err != nil {
+			return fmt.Errorf("registry: sweep tenant logouts: %w", err)
+		}
+		return nil
+	})
+}
+
+// tidy deletes history older than the retention: ended, revoked and
+// expired sessions, the change feed, and guard instances long silent.
+// Audit rows and operations are kept.
 func (r *Registry) tidy(ctx context.Context) error {
-	return pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
-		var mine bool
-		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", janitorLock).Scan(&mine); err != nil || !mine {
-			return err
-		}
-		for range sweepBatches {
-			tag, err := tx.Exec(ctx, `UPDATE sessions s SET revoked_at = t.not_before, revoke_cause = t.not_before_cause,
-					revoke_reason = t.not_before_reason, revoke_operation = t.not_before_operation
-				FROM tenants t
-				WHERE s.tenant_id = t.id AND (s.tenant_id, s.session_id) IN (
-					SELECT s2.tenant_id, s2.session_id FROM sessions s2 JOIN tenants t2 ON t2.id = s2.tenant_id
-					WHERE s2.ended_at IS NULL AND s2.revoked_at IS NULL AND t2.not_before IS NOT NULL
-					  AND s2.issued_at <= t2.not_before
-					LIMIT $1)`, sweepBatch)
-			if err != nil {
-				return fmt.Errorf("registry: sweep tenant logouts: %w", err)
-			}
-			if tag.RowsAffected() < sweepBatch {
-				break
-			}
-		}
+	return r.locked(ctx, func(tx pgx.Tx) error {
 		keep := fmt.Sprintf("%d seconds", int64(r.cfg.Retention.Seconds()))
 		if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE
 				ended_at < clock_timestamp() - $1::interval OR revoked_at < clock_timestamp() - $1::interval
@@ -66,18 +64,37 @@ func (r *Registry) tidy(ctx context.Context) error {
 	})
 }
 
-// janitor runs tidy every TidyInterval until ctx ends.
+// locked runs fn in a transaction that holds the janitor lock, or does
+// nothing while another replica's janitor holds it.
+func (r *Registry) locked(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
+		var mine bool
+		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", janitorLock).Scan(&mine); err != nil || !mine {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+// janitor sweeps every sweepEvery (or TidyInterval, if shorter) and tidies
+// every TidyInterval until ctx ends.
 func (r *Registry) janitor(ctx context.Context) {
-	t := time.NewTicker(r.cfg.TidyInterval)
-	defer t.Stop()
+	tidy := time.NewTicker(r.cfg.TidyInterval)
+	defer tidy.Stop()
+	sweep := time.NewTicker(min(sweepEvery, r.cfg.TidyInterval))
+	defer sweep.Stop()
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			if err := r.tidy(ctx); err != nil && ctx.Err() == nil {
-				r.log.WarnContext(ctx, "housekeeping", "err", err)
-			}
+		case <-sweep.C:
+			err = r.sweep(ctx)
+		case <-tidy.C:
+			err = r.tidy(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
+			r.log.WarnContext(ctx, "housekeeping", "err", err)
 		}
 	}
 }

@@ -1,0 +1,50 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/evict-dev/evict/internal/bench/report"
+	"github.com/evict-dev/evict/internal/bench/stats"
+)
+
+// TestFloorTargetNeedsTheFloor: a run without the floor (-only e2e) has no
+// ratio to the floor, so the "within 3× the floor" target is left out
+// rather than reported met; with the floor, it is judged.
+func TestFloorTargetNeedsTheFloor(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Rate: 1000}
+	e2e := report.Row{Scenario: "end to end", Name: steadyName(10, cfg.Rate), Floor: floorChain(10),
+		Summary: stats.Summary{N: 1, P50: 9 * time.Millisecond, P99: 30 * time.Millisecond}}
+	floor := report.Row{Scenario: "floor", Name: floorChain(10),
+		Summary: stats.Summary{N: 1, P50: time.Millisecond, P99: 2 * time.Millisecond}}
+	for _, tc := range []struct {
+		name string
+		rows []report.Row
+		want string // "" when the target must be absent
+	}{
+		{"without the floor", []report.Row{e2e}, ""},
+		{"with the floor", []report.Row{floor, e2e}, "p50 9.00×, p99 15.00×"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rep := &report.Report{}
+			for _, r := range tc.rows {
+				rep.Add(r)
+			}
+			var got *report.Target
+			for _, tg := range targets(rep, cfg) {
+				if strings.Contains(tg.Name, "3× the floor") {
+					got = &tg
+				}
+			}
+			switch {
+			case tc.want == "" && got != nil:
+				t.Errorf("target %+v reported without a floor", *got)
+			case tc.want != "" && (got == nil || got.Got != tc.want || got.Met):
+				t.Errorf("target %+v, want got %q, not met", got, tc.want)
+			}
+		})
+	}
+}

@@ -345,6 +345,7 @@ func (g *Guard) Run(ctx context.Context) error {
 		}
 	}
 	var its []jetstream.MessagesContext
+	pending := 0 // messages to load, an upper bound of the entries
 	defer func() {
 		for _, it := range its {
 			it.Stop()
@@ -358,8 +359,11 @@ func (g *Guard) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("guard: consumer on %s: %w", f.filter, err)
 		}
-		if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-			g.caughtUp(f)
+		if info := cons.CachedInfo(); info != nil {
+			if info.NumPending == 0 {
+				g.caughtUp(f)
+			}
+			pending += int(info.NumPending)
 		}
 		it, err := cons.Messages(jetstream.PullMaxMessages(4096))
 		if err != nil {
@@ -367,6 +371,8 @@ func (g *Guard) Run(ctx context.Context) error {
 		}
 		its = append(its, it)
 	}
+	// No feed applies anything yet: this goroutine is the set's writer.
+	g.set.Reserve(g.set.Len() + pending)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {

@@ -309,6 +309,34 @@ func TestSizeHint(t *testing.T) {
 	}
 }
 
+// TestReserve: a table reserved for n entries keeps the entries it had,
+// does not grow while it takes n, and a smaller reservation changes nothing.
+func TestReserve(t *testing.T) {
+	t.Parallel()
+	s := New(0)
+	for i := range 100 {
+		s.Max('u', "acme", fmt.Sprint(i), int64(i))
+	}
+	const n = 50000
+	s.Reserve(n)
+	size := s.SizeBytes()
+	if size < 2*n*24 {
+		t.Fatalf("SizeBytes() = %d after Reserve(%d), want room for %d entries at half load", size, n, n)
+	}
+	for i := range 100 {
+		if v, ok := s.Get('u', "acme", fmt.Sprint(i)); !ok || v != int64(i) {
+			t.Fatalf("entry %d after Reserve: %d, %v", i, v, ok)
+		}
+	}
+	for i := 100; i < n; i++ {
+		s.Max('u', "acme", fmt.Sprint(i), int64(i))
+	}
+	s.Reserve(10)
+	if s.SizeBytes() != size || s.Len() != n {
+		t.Fatalf("after %d entries and Reserve(10): SizeBytes() = %d, Len() = %d; want %d, %d", n, s.SizeBytes(), s.Len(), size, n)
+	}
+}
+
 // TestProbeHashCollision plants an entry whose probe hash equals a key's but
 // whose confirming hash differs, as a colliding key would (a real 64-bit
 // collision cannot be found for a test), and checks that the two keys stay

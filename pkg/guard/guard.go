@@ -208,7 +208,7 @@ func (g *Guard) Check(s Session) error {
 		if g.cfg.WhenStale == FailClosed {
 			return ErrStateStale
 		}
-		g.metrics.staleChecks.Inc()
+		g.metrics.staleChecks.inc()
 	}
 	if g.revoked(s.Tenant, s.User, s.ID, s.IssuedAt.UnixNano()) {
 		return ErrSessionRevoked

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/bus"
@@ -273,13 +274,15 @@ func TestStalePolicy(t *testing.T) {
 		valid     error
 		revoked   error
 		healthErr error
+		counted   bool // the checks count in evict_guard_stale_checks_total
 	}{
-		{guard.FailOpen, nil, guard.ErrSessionRevoked, guard.ErrStateStale},
-		{guard.FailClosed, guard.ErrStateStale, guard.ErrStateStale, guard.ErrStateStale},
+		{guard.FailOpen, nil, guard.ErrSessionRevoked, guard.ErrStateStale, true},
+		{guard.FailClosed, guard.ErrStateStale, guard.ErrStateStale, guard.ErrStateStale, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.policy.String(), func(t *testing.T) {
-			g := testenv.Guard(t, p.url, guard.Config{WhenStale: tt.policy})
+			reg := prometheus.NewRegistry()
+			g := testenv.Guard(t, p.url, guard.Config{WhenStale: tt.policy, Registerer: reg})
 			testenv.Eventually(t, "stale flag", func() bool { return g.Healthy() != nil })
 			if got := g.Check(guard.Session{"acme", "bob", "s", nb}); !errors.Is(got, tt.valid) || (tt.valid == nil && got != nil) {
 				t.Errorf("valid session: %v, want %v", got, tt.valid)
@@ -290,8 +293,41 @@ func TestStalePolicy(t *testing.T) {
 			if got := g.Healthy(); !errors.Is(got, tt.healthErr) {
 				t.Errorf("Healthy() = %v, want %v", got, tt.healthErr)
 			}
+			// Checks from many goroutines at once are all counted.
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Go(func() {
+					for range 1000 {
+						_ = g.Check(guard.Session{"acme", "bob", "s", nb})
+					}
+				})
+			}
+			wg.Wait()
+			want := 0.0
+			if tt.counted {
+				want = 2 + 8*1000
+			}
+			if got := gathered(t, reg, "evict_guard_stale_checks_total"); got != want {
+				t.Errorf("evict_guard_stale_checks_total = %v, want %v", got, want)
+			}
 		})
 	}
+}
+
+// gathered is the value of the counter named name in reg.
+func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
 
 func TestMiddleware(t *testing.T) {

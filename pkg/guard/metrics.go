@@ -6,7 +6,7 @@ import (
 
 type metrics struct {
 	applied     prometheus.Counter
-	staleChecks prometheus.Counter
+	staleChecks stripedCounter // read by evict_guard_stale_checks_total
 	rejected    *prometheus.CounterVec
 	propagation prometheus.Histogram
 }
@@ -15,8 +15,6 @@ func newMetrics(g *Guard, reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		applied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "evict_guard_applied_total", Help: "State messages applied (revocations and heartbeats)."}),
-		staleChecks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "evict_guard_stale_checks_total", Help: "Checks let through on a stale state under FailOpen."}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "evict_guard_rejected_total", Help: "Requests refused by the middleware, by reason (revoked, stale)."}, []string{"reason"}),
 		propagation: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -28,7 +26,10 @@ func newMetrics(g *Guard, reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.applied, m.staleChecks, m.rejected, m.propagation,
+	reg.MustRegister(m.applied, m.rejected, m.propagation,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "evict_guard_stale_checks_total", Help: "Checks let through on a stale state under FailOpen.",
+		}, func() float64 { return float64(m.staleChecks.load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "evict_guard_state_age_seconds",
 			Help: "Time since the last relay heartbeat applied: revocations committed before it are enforced.",

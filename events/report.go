@@ -70,6 +70,10 @@ type GuardApplied struct {
 	AppliedSeq uint64    `json:"applied_seq"`
 	Ready      bool      `json:"ready"`
 	StartedAt  time.Time `json:"started_at"`
+	// Stopping is set in the last report of a guard that shuts down: evict
+	// stops counting it as live at once, instead of once it has been silent
+	// for the liveness window, so that logouts do not wait for it.
+	Stopping bool `json:"stopping,omitempty"`
 }
 
 // SessionTermination reports the graceful end of a revoked session that had

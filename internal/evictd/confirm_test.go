@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/testenv"
 	"github.com/evict-dev/evict/pkg/client"
 	"github.com/evict-dev/evict/pkg/guard"
@@ -338,5 +339,43 @@ func TestLargeLogoutRecordsTargetsAfterCommit(t *testing.T) {
 	}
 	if revoked != n || feed != n || pending != 0 {
 		t.Errorf("%d sessions revoked, %d feed entries, %d pending rows; want %d, %d, 0", revoked, feed, pending, n, n)
+	}
+}
+
+// TestStoppedGuardStopsCounting: a guard that shuts down says so in its
+// last report, and evict stops counting it as live at once. With a
+// liveness window of a minute, a logout right after one of two guards
+// stopped completes within seconds; had the stopped guard still counted,
+// the operation would wait for it for the whole minute.
+func TestStoppedGuardStopsCounting(t *testing.T) {
+	b := setup(t, 0, func(c *evictd.Config) { c.GuardLiveness = time.Minute })
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	runGuard(t, b.d.NATSURL, "web-1")
+	_, stopWeb2 := runGuard(t, b.d.NATSURL, "web-2")
+	b.registerOn(t, "acme", "ivy", "ivy-web", "web", "web-1", nil)
+	// Both guards have reported once: both count as live.
+	acc, err := b.api.LogoutUser(ctx, "acme", "nobody", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := b.api.WaitOperation(ctx, acc.OperationID, 10*time.Second)
+	if err != nil || op.Summary != "completed" || len(op.Guards) != 2 {
+		t.Fatalf("first logout: %s with %d live guards (%v); want completed with 2", op.Summary, len(op.Guards), err)
+	}
+	stopWeb2()
+	acc, err = b.api.LogoutUser(ctx, "acme", "ivy", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err = b.api.WaitOperation(ctx, acc.OperationID, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Summary != "completed" || len(op.Guards) != 1 || op.Guards[0].Instance != "web-1" || targetStates(op)["ivy-web"] != "enforced@web-1" {
+		t.Fatalf("after web-2 stopped: %s, guards %+v, targets %v; want completed, web-1 alone, ivy-web enforced@web-1",
+			op.Summary, op.Guards, targetStates(op))
 	}
 }

@@ -55,6 +55,13 @@ func (g *Guard) report(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			g.reportSeen() // what was seen before shutdown still counts
+			// Tell evict at once that this instance is gone, so that
+			// logouts stop waiting for it now rather than once it has been
+			// silent for evict's liveness window.
+			g.reportApplied(true)
+			if err := g.cfg.Conn.FlushTimeout(time.Second); err != nil {
+				g.log.Warn("last reports not flushed", "err", err)
+			}
 			return
 		case <-seen.C:
 			g.reportSeen()
@@ -66,24 +73,30 @@ func (g *Guard) report(ctx context.Context) {
 			}
 		}
 		last, lastAt = g.appliedSq.Load(), time.Now()
-		for _, f := range g.feeds {
-			if f.filter == events.HeartbeatSubject {
-				continue
-			}
-			subject, err := events.ReportSubject(f.tenant, g.cfg.Instance, "applied")
-			if err != nil {
-				g.log.Error("cannot report", "err", err)
-				return
-			}
-			var tenants []string
-			if f.tenant != "" {
-				tenants = []string{f.tenant}
-			}
-			g.publishReport(subject, events.TypeGuardApplied, f.tenant, events.GuardApplied{
-				Instance: g.cfg.Instance, Tenants: tenants, AppliedSeq: f.applied.Load(),
-				Ready: g.isReady.Load(), StartedAt: g.created,
-			})
+		g.reportApplied(false)
+	}
+}
+
+// reportApplied publishes the applied sequence: one report for a guard of
+// every tenant, one per tenant otherwise. stopping marks the last one.
+func (g *Guard) reportApplied(stopping bool) {
+	for _, f := range g.feeds {
+		if f.filter == events.HeartbeatSubject {
+			continue
 		}
+		subject, err := events.ReportSubject(f.tenant, g.cfg.Instance, "applied")
+		if err != nil {
+			g.log.Error("cannot report", "err", err)
+			return
+		}
+		var tenants []string
+		if f.tenant != "" {
+			tenants = []string{f.tenant}
+		}
+		g.publishReport(subject, events.TypeGuardApplied, f.tenant, events.GuardApplied{
+			Instance: g.cfg.Instance, Tenants: tenants, AppliedSeq: f.applied.Load(),
+			Ready: g.isReady.Load(), StartedAt: g.created, Stopping: stopping,
+		})
 	}
 }
 

@@ -222,7 +222,11 @@ func (r *Registry) ingest(ctx context.Context, m *nats.Msg) {
 		}
 		r.mu.Lock()
 		r.applied[reportKey{scope, instance}] = e.Data
-		r.seen[instance] = time.Now()
+		if e.Data.Stopping {
+			delete(r.seen, instance)
+		} else {
+			r.seen[instance] = time.Now()
+		}
 		r.mu.Unlock()
 	case "seen":
 		var e envelope[events.SessionsSeen]
@@ -353,18 +357,21 @@ func (r *Registry) flush(ctx context.Context) error {
 	var seqs []int64
 	var started []time.Time
 	var tenants []string // each instance's tenants, comma-joined (identifiers hold no commas)
-	var ready []bool
+	var ready, stopping []bool
 	for k, a := range batch {
 		instances, scopes = append(instances, k.instance), append(scopes, k.scope)
 		seqs = append(seqs, int64(a.AppliedSeq))
 		started = append(started, a.StartedAt)
 		tenants = append(tenants, strings.Join(a.Tenants, ","))
 		ready = append(ready, a.Ready)
+		stopping = append(stopping, a.Stopping)
 	}
+	// A guard that said it stops is not live from now on: its last report
+	// is dated -infinity, and the housekeeping deletes it.
 	_, err := r.cfg.Pool.Exec(ctx, `INSERT INTO guard_instances AS g (instance, scope, tenants, applied_seq, started_at, last_report_at)
 		SELECT i, sc, CASE WHEN t = '' THEN '{}'::text[] ELSE string_to_array(t, ',') END,
-		       CASE WHEN rd THEN s ELSE 0 END, st, clock_timestamp()
-		FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::bool[], $6::text[]) AS u(i, s, st, t, rd, sc)
+		       CASE WHEN rd THEN s ELSE 0 END, st, CASE WHEN stop THEN '-infinity' ELSE clock_timestamp() END
+		FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::bool[], $6::text[], $7::bool[]) AS u(i, s, st, t, rd, sc, stop)
 		ON CONFLICT (instance, scope) DO UPDATE SET
 			tenants = excluded.tenants,
 			-- A restarted instance starts over: its sequence may go down.
@@ -372,7 +379,7 @@ func (r *Registry) flush(ctx context.Context) error {
 			                   ELSE excluded.applied_seq END,
 			started_at = excluded.started_at,
 			last_report_at = excluded.last_report_at`,
-		instances, seqs, started, tenants, ready, scopes)
+		instances, seqs, started, tenants, ready, scopes, stopping)
 	if err != nil {
 		return err
 	}

@@ -588,11 +588,39 @@ func (u UsersRevocation) Subject() string {
 	return StatePrefix + u.Tenant + "." + KindUsers + "." + u.EventID
 }
 
-// Revocation is the entry of the batch's i-th user, as a users.revoked
-// event of that user alone would give it.
-func (u UsersRevocation) Revocation(i int) Revocation {
-	return Revocation{Kind: KindUser, Tenant: u.Tenant, ID: u.Users[i], At: u.NotBefore,
-		OperationID: u.OperationID, EventID: u.EventID, EventTime: u.EventTime}
+// ErrSubjectMismatch is returned by DecodeState for data that names another
+// entry than the subject it arrived on. NATS permissions are per subject, so
+// a publisher allowed on one tenant's subjects must not revoke another
+// tenant's sessions through the payload; consumers skip such messages.
+var ErrSubjectMismatch = errors.New("events: data does not match its subject")
+
+// DecodeState decodes a message of the state stream that arrived on
+// subject, and checks that its data belongs there. A batch of users
+// (users.revoked) returns its users, and r holds what they share: Kind is
+// KindUsers, ID is empty, At is the batch's watermark. Any other revocation
+// returns users nil. Errors wrap ErrUnknownType (skip the message
+// silently: a type this version does not know), ErrSubjectMismatch, or
+// describe undecodable data.
+func DecodeState(subject string, data []byte) (r Revocation, users []string, err error) {
+	if _, kind, _, perr := ParseStateSubject(subject); perr == nil && kind == KindUsers {
+		u, err := DecodeUsersRevoked(data)
+		if err != nil {
+			return Revocation{}, nil, err
+		}
+		if u.Subject() != subject {
+			return Revocation{}, nil, fmt.Errorf("%w: data of %s on %s", ErrSubjectMismatch, u.Subject(), subject)
+		}
+		return Revocation{Kind: KindUsers, Tenant: u.Tenant, At: u.NotBefore, OperationID: u.OperationID,
+			EventID: u.EventID, EventTime: u.EventTime}, u.Users, nil
+	}
+	r, err = DecodeRevocation(data)
+	if err != nil {
+		return Revocation{}, nil, err
+	}
+	if r.Subject() != subject {
+		return Revocation{}, nil, fmt.Errorf("%w: data of %s on %s", ErrSubjectMismatch, r.Subject(), subject)
+	}
+	return r, nil, nil
 }
 
 // DecodeUsersRevoked decodes a users.revoked event. It returns

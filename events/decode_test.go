@@ -163,11 +163,11 @@ func TestDecodeUsersRevoked(t *testing.T) {
 	if len(u.Users) != 2 || !u.NotBefore.Equal(at) || u.OperationID == "" || !u.EventTime.Equal(at) {
 		t.Errorf("decoded %+v", u)
 	}
-	r := u.Revocation(1)
-	want := events.Revocation{Kind: events.KindUser, Tenant: "acme", ID: "jane-doe@acme", At: u.NotBefore,
+	r, users, err := events.DecodeState(u.Subject(), b)
+	want := events.Revocation{Kind: events.KindUsers, Tenant: "acme", At: u.NotBefore,
 		OperationID: u.OperationID, EventID: u.EventID, EventTime: u.EventTime}
-	if r != want {
-		t.Errorf("Revocation(1) = %+v, want %+v", r, want)
+	if err != nil || r != want || len(users) != 2 || users[1] != "jane-doe@acme" {
+		t.Errorf("DecodeState = %+v, %v, %v; want %+v, [… jane-doe@acme]", r, users, err, want)
 	}
 	// A guard that knows only the per-user type skips a batch, and a
 	// batch decoder refuses everything else.
@@ -224,5 +224,53 @@ func TestDecodeUsersRevoked(t *testing.T) {
 	}
 	if _, err := events.DecodeUsersRevoked([]byte(`{"type":`)); err == nil {
 		t.Error("accepted malformed JSON")
+	}
+}
+
+// TestDecodeState: a state message decodes on its own subject only, a batch
+// as its users, and a type this version does not know is ErrUnknownType.
+func TestDecodeState(t *testing.T) {
+	t.Parallel()
+	samples := sampleEvents(t)
+	enc := func(typ string) []byte {
+		b, err := json.Marshal(samples[typ])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	user, batch, heartbeat := enc(events.TypeUserRevoked), enc(events.TypeUsersRevoked), enc(events.TypeHeartbeat)
+	tests := []struct {
+		name    string
+		subject string
+		data    []byte
+		kind    string // of the decoded revocation; "" when an error is wanted
+		users   int
+		want    error // wrapped by the error, when kind is ""
+	}{
+		{"user on its subject", "evict.state.acme.user.google-oauth2:109876543210@acme", user, events.KindUser, 0, nil},
+		{"user on another user's subject", "evict.state.acme.user.jane", user, "", 0, events.ErrSubjectMismatch},
+		{"user on another tenant's subject", "evict.state.globex.user.google-oauth2:109876543210@acme", user, "", 0, events.ErrSubjectMismatch},
+		{"batch on its subject", "evict.state.acme.users.0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b0c", batch, events.KindUsers, 2, nil},
+		{"batch on another batch's subject", "evict.state.acme.users.other", batch, "", 0, events.ErrSubjectMismatch},
+		{"batch on another tenant's subject", "evict.state.globex.users.0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b0c", batch, "", 0, events.ErrSubjectMismatch},
+		{"batch on a user's subject", "evict.state.acme.user.google-oauth2:109876543210@acme", batch, "", 0, events.ErrUnknownType},
+		{"user on a batch's subject", "evict.state.acme.users.0195a3c1-7e2f-7b6a-9c41-5d8e2f0a1b0c", user, "", 0, events.ErrUnknownType},
+		{"heartbeat", events.HeartbeatSubject, heartbeat, "", 0, events.ErrUnknownType},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, users, err := events.DecodeState(tc.subject, tc.data)
+			if tc.kind == "" {
+				if !errors.Is(err, tc.want) || r != (events.Revocation{}) || users != nil {
+					t.Errorf("DecodeState = %+v, %v, %v; want nothing and %v", r, users, err, tc.want)
+				}
+				return
+			}
+			if err != nil || r.Kind != tc.kind || len(users) != tc.users {
+				t.Errorf("DecodeState = %+v, %v, %v; want kind %s, %d users", r, users, err, tc.kind, tc.users)
+			}
+		})
 	}
 }

@@ -468,21 +468,12 @@ func (g *Guard) caughtUp(f *feed) {
 }
 
 func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
-	if _, kind, _, err := events.ParseStateSubject(msg.Subject()); err == nil && kind == events.KindUsers {
-		g.applyUsers(msg, now)
+	r, users, err := events.DecodeState(msg.Subject(), msg.Data())
+	switch {
+	case errors.Is(err, events.ErrUnknownType):
 		return
-	}
-	r, err := events.DecodeRevocation(msg.Data())
-	if err != nil {
-		if !errors.Is(err, events.ErrUnknownType) {
-			g.log.Warn("undecodable state message skipped", "subject", msg.Subject(), "err", err)
-		}
-		return
-	}
-	if r.Subject() != msg.Subject() {
-		// Subject permissions are what NATS enforces; data that names
-		// another entry than its subject is refused.
-		g.log.Warn("state message whose data does not match its subject skipped", "subject", msg.Subject(), "data_subject", r.Subject())
+	case err != nil:
+		g.log.Warn("state message skipped", "subject", msg.Subject(), "err", err)
 		return
 	}
 	var kind byte
@@ -490,7 +481,7 @@ func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
 	switch r.Kind {
 	case events.KindTenant:
 		kind, v = kindTenant, v+999
-	case events.KindUser:
+	case events.KindUser, events.KindUsers:
 		kind, v = kindUser, v+999
 	case events.KindSession:
 		kind = kindSession
@@ -499,29 +490,18 @@ func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
 	case events.KindTrust:
 		kind, v = kindTrust, v+999
 	}
-	if g.store(kind, r, v) {
-		g.observePropagation(r, now)
-	}
-}
-
-// applyUsers applies a batch of user watermarks (users.revoked).
-func (g *Guard) applyUsers(msg jetstream.Msg, now time.Time) {
-	u, err := events.DecodeUsersRevoked(msg.Data())
-	if err != nil {
-		g.log.Warn("undecodable state message skipped", "subject", msg.Subject(), "err", err)
-		return
-	}
-	if u.Subject() != msg.Subject() {
-		g.log.Warn("state message whose data does not match its subject skipped", "subject", msg.Subject(), "data_subject", u.Subject())
-		return
-	}
-	v := u.NotBefore.UnixNano() + 999
 	changed := false
-	for i := range u.Users {
-		changed = g.store(kindUser, u.Revocation(i), v) || changed
+	if users == nil {
+		changed = g.store(kind, r, v)
 	}
-	if changed {
-		g.observePropagation(u.Revocation(0), now)
+	// A batch is each of its users' own watermark.
+	for _, u := range users {
+		r.Kind, r.ID = events.KindUser, u
+		changed = g.store(kind, r, v) || changed
+	}
+	if changed && g.isReady.Load() {
+		// Propagation, once the guard is live: a cold start's load is not.
+		g.metrics.propagation.Observe(now.Sub(r.EventTime).Seconds())
 	}
 }
 
@@ -538,14 +518,6 @@ func (g *Guard) store(kind byte, r events.Revocation, v int64) bool {
 		g.cfg.OnRevocation(r)
 	}
 	return true
-}
-
-// observePropagation records the time from r's event to its application,
-// once the guard is live: a cold start's load is not propagation.
-func (g *Guard) observePropagation(r events.Revocation, now time.Time) {
-	if g.isReady.Load() {
-		g.metrics.propagation.Observe(now.Sub(r.EventTime).Seconds())
-	}
 }
 
 func (g *Guard) markReady() {

@@ -173,7 +173,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 // database error the message is redelivered; the primary key makes the
 // retry harmless.
 func (n *Notifier) expand(ctx context.Context, m jetstream.Msg) {
-	r, users, err := decodeState(m)
+	r, users, err := events.DecodeState(m.Subject(), m.Data())
 	if err != nil {
 		n.log.Warn("state message skipped", "subject", m.Subject(), "err", err)
 		_ = m.Term()
@@ -223,31 +223,6 @@ func (n *Notifier) expand(ctx context.Context, m jetstream.Msg) {
 	case n.wake <- struct{}{}:
 	default:
 	}
-}
-
-// decodeState decodes a state message whose data matches its subject. For
-// a batch of users (users.revoked) it returns the users, and r has Kind
-// KindUsers with the batch's watermark.
-func decodeState(m jetstream.Msg) (r events.Revocation, users []string, err error) {
-	if _, kind, _, err := events.ParseStateSubject(m.Subject()); err == nil && kind == events.KindUsers {
-		u, err := events.DecodeUsersRevoked(m.Data())
-		if err != nil {
-			return r, nil, err
-		}
-		if u.Subject() != m.Subject() {
-			return r, nil, fmt.Errorf("notifier: data of %s, subject %s", u.Subject(), m.Subject())
-		}
-		return events.Revocation{Kind: events.KindUsers, Tenant: u.Tenant, At: u.NotBefore,
-			OperationID: u.OperationID, EventID: u.EventID, EventTime: u.EventTime}, u.Users, nil
-	}
-	r, err = events.DecodeRevocation(m.Data())
-	if err != nil {
-		return r, nil, err
-	}
-	if r.Subject() != m.Subject() {
-		return r, nil, fmt.Errorf("notifier: data of %s, subject %s", r.Subject(), m.Subject())
-	}
-	return r, nil, nil
 }
 
 // expandTenant expands a tenant-wide logout in pages of session ids, so

@@ -154,7 +154,7 @@ func (r *Registry) head(ctx context.Context, id any) (head, error) {
 		return h, err
 	}
 	h.published = published != nil
-	h.live = fmt.Sprintf("%d milliseconds", r.cfg.Liveness.Milliseconds())
+	h.live = r.liveInterval()
 	rows, err := r.cfg.Pool.Query(ctx, `SELECT instance, applied_seq, last_report_at FROM guard_instances
 		WHERE last_report_at > clock_timestamp() - $1::interval AND scope IN ('', $2)
 		ORDER BY instance`, h.live, tenant)
@@ -175,6 +175,11 @@ func (r *Registry) head(ctx context.Context, id any) (head, error) {
 	}
 	rows.Close()
 	return h, rows.Err()
+}
+
+// liveInterval is the liveness window as a PostgreSQL interval.
+func (r *Registry) liveInterval() string {
+	return fmt.Sprintf("%d milliseconds", r.cfg.Liveness.Milliseconds())
 }
 
 // targetArgs are the arguments of targetsSQL.
@@ -265,14 +270,13 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 // every round cost PostgreSQL more than the commands did. The operations
 // found complete are stamped in one statement.
 func (r *Registry) complete(ctx context.Context) error {
-	live := fmt.Sprintf("%d milliseconds", r.cfg.Liveness.Milliseconds())
 	rows, err := r.cfg.Pool.Query(ctx, `SELECT o.id FROM operations o
 		WHERE o.completed_at IS NULL AND o.published_at IS NOT NULL
 		  AND NOT EXISTS (SELECT 1 FROM pending_targets p WHERE p.operation_id = o.id)
 		  AND NOT EXISTS (SELECT 1 FROM guard_instances g
 			WHERE g.last_report_at > clock_timestamp() - $1::interval AND g.scope IN ('', o.tenant_id)
 			  AND g.applied_seq < o.state_seq)
-		ORDER BY o.accepted_at DESC LIMIT 1000`, live)
+		ORDER BY o.accepted_at DESC LIMIT 1000`, r.liveInterval())
 	if err != nil {
 		return err
 	}

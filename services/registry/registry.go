@@ -73,6 +73,8 @@ type Registry struct {
 	// backoff spaces out the completion checks of each incomplete
 	// operation; only Run's goroutine uses it.
 	backoff map[[16]byte]backoff
+	// lastFull is when complete last looked at every incomplete operation.
+	lastFull time.Time
 
 	reports    *prometheus.CounterVec
 	completion prometheus.Histogram

@@ -84,7 +84,8 @@ func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) loadOperation(r *http.Request, id uuid.UUID) (operationView, error) {
 	var v operationView
 	err := s.pool.QueryRow(r.Context(), `SELECT o.id::text, o.tenant_id, o.kind, o.actor, o.reason, o.accepted_at,
-			o.published_at, o.completed_at, o.targets, o.event_count, (SELECT count(*) FROM outbox WHERE operation_id = o.id)
+			o.published_at, o.completed_at, o.targets, o.event_count,
+			CASE WHEN o.published_at IS NULL THEN o.event_count - o.published_events ELSE 0 END
 		FROM operations o WHERE o.id = $1`, id).Scan(
 		&v.ID, &v.Tenant, &v.Kind, &v.Actor, &v.Reason, &v.AcceptedAt, &v.PublishedAt, &v.CompletedAt,
 		&v.Request, &v.Events.Total, &v.Events.Pending)

@@ -78,12 +78,12 @@ func TestCompleteStampsWhatEveryLiveGuardApplied(t *testing.T) {
 				r.lastFull = time.Now()
 				since = r.lastFull.Add(-recentWindow)
 			}
-			cands, err := r.candidates(ctx, since)
+			cands, err := r.candidates(ctx, since, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if offered := len(cands) == 1 && cands[0].id == op; offered != tt.want || len(cands) > 1 {
-				t.Errorf("candidates %v, want the operation: %v", cands, tt.want)
+			if offered := len(cands) == 1 && cands[0].id == op && cands[0].checked && cands[0].complete; offered != tt.want || len(cands) > 1 {
+				t.Errorf("candidates %v, want the operation, complete: %v", cands, tt.want)
 			}
 			if err := r.complete(ctx); err != nil {
 				t.Fatal(err)
@@ -94,6 +94,130 @@ func TestCompleteStampsWhatEveryLiveGuardApplied(t *testing.T) {
 			}
 			if stamped != tt.want {
 				t.Errorf("stamped = %v, want %v", stamped, tt.want)
+			}
+		})
+	}
+}
+
+// TestCompletionAgreesWithStatus sets up one operation whose events every
+// live guard applied, with one target in each case below, and checks that
+// the completer's query (candidatesSQL) and the operation's status
+// (Operation, which lists every target) both say what the case wants:
+// the two compute completion each their own way, and must agree.
+func TestCompletionAgreesWithStatus(t *testing.T) {
+	type report struct {
+		instance, scope string
+		applied         int64
+		live            bool
+	}
+	tests := []struct {
+		name        string
+		tenantWide  bool
+		holder      string // "" for a session registered without one
+		termination string
+		expired     bool
+		reports     []report
+		want        bool
+	}{
+		{name: "holder applied", holder: "web-1", reports: []report{{"web-1", "", 10, true}}, want: true},
+		{name: "holder down, behind", holder: "web-1", reports: []report{{"web-1", "", 9, false}}, want: false},
+		{name: "holder down, applied before it went", holder: "web-1", reports: []report{{"web-1", "", 10, false}}, want: true},
+		{name: "holder applied as a guard of the tenant", holder: "web-1", reports: []report{{"web-1", "acme", 10, true}}, want: true},
+		{name: "holder applied only for another tenant", holder: "web-1", reports: []report{{"web-1", "globex", 10, false}}, want: false},
+		{name: "holder never reported", holder: "web-1", want: false},
+		{name: "deferred", holder: "web-1", termination: "deferred", reports: []report{{"web-1", "", 10, true}}, want: false},
+		{name: "terminated", holder: "web-1", termination: "terminated", want: true},
+		{name: "expired", holder: "web-1", expired: true, want: true},
+		{name: "no holder, a live guard applied", reports: []report{{"web-1", "", 10, true}}, want: true},
+		{name: "no holder, no live guard", reports: []report{{"web-1", "", 10, false}}, want: false},
+		{name: "no holder, live guard of another tenant only", reports: []report{{"web-1", "globex", 1, true}}, want: false},
+		{name: "tenant-wide, a live guard applied", tenantWide: true, reports: []report{{"web-1", "", 10, true}}, want: true},
+		{name: "tenant-wide, holder down behind", tenantWide: true, holder: "web-2",
+			reports: []report{{"web-1", "", 10, true}, {"web-2", "", 9, false}}, want: false},
+	}
+	ctx := context.Background()
+	pool := testenv.Pool(t, testenv.Database(t))
+	if _, err := pool.Exec(ctx, "INSERT INTO tenants (id) VALUES ('acme')"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, q := range []string{"DELETE FROM operations", "DELETE FROM guard_instances", "DELETE FROM sessions"} {
+				if _, err := pool.Exec(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, g := range tt.reports {
+				last := "clock_timestamp()"
+				if !g.live {
+					last = "clock_timestamp() - interval '1 hour'"
+				}
+				if _, err := pool.Exec(ctx, `INSERT INTO guard_instances (instance, scope, applied_seq, started_at, last_report_at)
+					VALUES ($1, $2, $3, clock_timestamp(), `+last+`)`, g.instance, g.scope, g.applied); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var holder, termination *string
+			if tt.holder != "" {
+				holder = &tt.holder
+			}
+			if tt.termination != "" {
+				termination = &tt.termination
+			}
+			expires := "NULL::timestamptz"
+			if tt.expired {
+				expires = "clock_timestamp() - interval '1 minute'"
+			}
+			op := uuid.New()
+			targets := `{"user_count": 1}`
+			if tt.tenantWide {
+				targets = `{"tenant": true, "user_count": 0}`
+			}
+			for _, q := range []struct {
+				sql  string
+				args []any
+			}{
+				{`INSERT INTO sessions (tenant_id, session_id, user_id, client, issued_at, registered_at, holder, termination, expires_at)
+					VALUES ('acme', 's1', 'bob', 'web', clock_timestamp() - interval '1 hour', clock_timestamp() - interval '1 hour', $1, $2, ` + expires + `)`,
+					[]any{holder, termination}},
+				{`INSERT INTO operations (id, tenant_id, kind, actor, response_status, response, targets, state_seq, published_at, accepted_at)
+					VALUES ($1, 'acme', 'users.logout', 'test', 202, '{}', $2, 10, clock_timestamp(), clock_timestamp())`, []any{op, targets}},
+			} {
+				if _, err := pool.Exec(ctx, q.sql, q.args...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !tt.tenantWide {
+				if _, err := pool.Exec(ctx, `INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder)
+					VALUES ($1, 'acme', 's1', 'bob', 'web', $2)`, op, holder); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, err := New(Config{Pool: pool})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cands, err := r.candidates(ctx, time.Time{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cands) != 1 || cands[0].id != op || !cands[0].checked {
+				t.Fatalf("candidates %v, want the operation, checked", cands)
+			}
+			st, err := r.Operation(ctx, op)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cands[0].complete != tt.want || (st.Summary == SummaryCompleted) != tt.want {
+				t.Errorf("completer says complete=%v, status says %s (targets %+v); want complete=%v",
+					cands[0].complete, st.Summary, st.Targets, tt.want)
+			}
+			// An operation waiting out its backoff is offered, not checked.
+			if cands, err = r.candidates(ctx, time.Time{}, [][16]byte{op}); err != nil {
+				t.Fatal(err)
+			}
+			if len(cands) != 1 || cands[0].checked || cands[0].complete {
+				t.Errorf("skipped: candidates %v, want the operation, unchecked", cands)
 			}
 		})
 	}

@@ -187,22 +187,6 @@ func (h head) targetArgs(id any) []any {
 	return []any{id, h.stateSeq, h.allApplied, h.live, len(h.guards) > 0}
 }
 
-// completed reports whether operation id is completed, as its Summary
-// would say, without listing its targets: it stops at the first target
-// still pending or deferred. Listing them, sorted, was what the completer
-// spent PostgreSQL's time on when it looked at a tenant-wide logout of
-// 1,000,000 sessions every two seconds.
-func (r *Registry) completed(ctx context.Context, id any) (bool, error) {
-	h, err := r.head(ctx, id)
-	if err != nil || !h.allApplied || h.targetsPending {
-		return false, err
-	}
-	var open bool
-	err = r.cfg.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM (`+targetsSQL+`) t
-		WHERE t.status IN ('`+TargetPending+`', '`+TargetDeferred+`'))`, h.targetArgs(id)...).Scan(&open)
-	return !open, err
-}
-
 // Operation computes the status of operation id.
 func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 	st := Status{Counts: map[string]int{}, Targets: []Target{}, Guards: []Guard{}, Pushes: []Push{}, PushCounts: map[string]int{}}
@@ -261,15 +245,7 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 
 // complete stamps completed_at on operations that have just completed.
 //
-// An operation whose events a live guard of its tenant has not applied yet,
-// or whose targets are still being recorded, is pending whatever its
-// targets say, and that is most of them, most of the time: the first query
-// leaves those out, so that the full status (four
-// queries) is computed only for operations that may have completed. At
-// 1,000 commands a second, computing it for every incomplete operation on
-// every round cost PostgreSQL more than the commands did. The operations
-// found complete are stamped in one statement.
-//
+// One query finds them (see candidates), and one statement stamps them.
 // Most rounds look only at operations accepted in the last recentWindow,
 // which is where completions happen within milliseconds; every
 // fullRoundEvery a round looks at all of them. Operations left incomplete
@@ -284,15 +260,25 @@ func (r *Registry) complete(ctx context.Context) error {
 	if full {
 		since = time.Time{}
 	}
-	cands, err := r.candidates(ctx, since)
+	// An operation that stays incomplete (a holder is down, a tenant-wide
+	// logout over many sessions) is looked at less and less often: 20 ms,
+	// doubling up to 2 s, and once it is older, up to a tenth of its age
+	// and at most a minute, so that what waits on a holder that is gone
+	// costs next to nothing.
+	waiting := make([][16]byte, 0, len(r.backoff))
+	for id, b := range r.backoff {
+		if now.Before(b.next) {
+			waiting = append(waiting, id)
+		}
+	}
+	cands, err := r.candidates(ctx, since, waiting)
 	if err != nil {
 		return err
 	}
 	if full {
 		r.lastFull = now
-		// Forget the backoff of operations no longer looked at: completed
-		// by another replica, or left out above until their guards catch
-		// up.
+		// Forget the backoff of operations no longer offered: completed
+		// by another replica, or left out until their guards catch up.
 		current := make(map[[16]byte]bool, len(cands))
 		for _, c := range cands {
 			current[c.id] = true
@@ -305,36 +291,28 @@ func (r *Registry) complete(ctx context.Context) error {
 	}
 	var done [][16]byte
 	for _, c := range cands {
-		id := c.id
-		if b, ok := r.backoff[id]; ok && now.Before(b.next) {
-			continue
-		}
-		complete, err := r.completed(ctx, id)
-		if err != nil {
-			return err
-		}
-		if !complete {
-			// An operation that stays incomplete (a holder is down, a
-			// tenant-wide logout over many sessions) is looked at less and
-			// less often: 20 ms, doubling up to 2 s, and once it is older,
-			// up to a tenth of its age and at most a minute, so that what
-			// waits on a holder that is gone costs next to nothing.
-			b := r.backoff[id]
+		switch {
+		case !c.checked:
+		case c.complete:
+			delete(r.backoff, c.id)
+			done = append(done, c.id)
+		default:
+			b := r.backoff[c.id]
 			b.wait = min(max(2*b.wait, r.cfg.FlushInterval), maxWait(now.Sub(c.accepted)))
 			b.next = now.Add(b.wait)
-			r.backoff[id] = b
-			continue
+			r.backoff[c.id] = b
 		}
-		delete(r.backoff, id)
-		done = append(done, id)
 	}
 	if len(done) == 0 {
 		return nil
 	}
 	// Another replica may have stamped some already: they return no row.
+	// Planned for its arguments: a cached generic plan, made while few
+	// operations were incomplete, read the partial index of incomplete
+	// operations from end to end instead of looking the ids up.
 	rows, err := r.cfg.Pool.Query(ctx, `UPDATE operations SET completed_at = clock_timestamp()
 		WHERE id = ANY($1::uuid[]) AND completed_at IS NULL
-		RETURNING extract(epoch FROM completed_at - accepted_at)::float8`, done)
+		RETURNING extract(epoch FROM completed_at - accepted_at)::float8`, pgx.QueryExecModeCacheDescribe, done)
 	if err != nil {
 		return err
 	}
@@ -348,35 +326,78 @@ func (r *Registry) complete(ctx context.Context) error {
 	return nil
 }
 
-// candidate is an operation that may have completed.
+// candidate is an operation that may have completed: checked tells whether
+// its targets were looked at, complete what they said.
 type candidate struct {
-	id       [16]byte
-	accepted time.Time
+	id                [16]byte
+	accepted          time.Time
+	checked, complete bool
 }
 
-// candidates are the operations accepted after since that may have
-// completed: published, their targets recorded, and their events applied by
-// every live guard of their tenant, the latest first.
-func (r *Registry) candidates(ctx context.Context, since time.Time) ([]candidate, error) {
-	// live is each scope's least applied sequence among its live guards:
-	// an operation may have completed when the guards of every tenant
-	// ('') and those of its own tenant applied its events. LEAST ignores
-	// a NULL, and is NULL when the tenant has no live guard at all.
-	rows, err := r.cfg.Pool.Query(ctx, `WITH live AS (
-			SELECT scope, min(applied_seq) AS applied FROM guard_instances
-			WHERE last_report_at > clock_timestamp() - $1::interval GROUP BY scope)
-		SELECT o.id, o.accepted_at FROM operations o
+// candidatesSQL offers the operations accepted after $2 that may have
+// completed, the latest first: published, their targets recorded, and
+// their events applied by every live guard of their tenant. That leaves
+// out most incomplete operations, most of the time, before any target is
+// read. For each, except those listed in $3, it tells whether it is
+// complete, as Operation's summary would say: no target is pending or
+// deferred (see targetsSQL, whose statuses this repeats for an operation
+// every live guard applied). The EXISTS stops at the first such target.
+//
+// At 1,000 commands a second, looking at each operation on its own (four
+// queries each) cost PostgreSQL more than the commands did.
+const candidatesSQL = `WITH live AS (
+		SELECT scope, min(applied_seq) AS applied FROM guard_instances
+		WHERE last_report_at > clock_timestamp() - $1::interval GROUP BY scope),
+	cand AS (
+		SELECT o.id, o.tenant_id, o.accepted_at, o.state_seq,
+			(o.targets->>'tenant')::boolean IS TRUE AS tenant_wide,
+			EXISTS (SELECT 1 FROM live l WHERE l.scope IN ('', o.tenant_id)) AS guarded
+		FROM operations o
+		-- LEAST ignores a NULL, and is NULL when the tenant has no live guard.
 		LEFT JOIN live t ON t.scope = o.tenant_id AND t.scope <> ''
 		WHERE o.completed_at IS NULL AND o.published_at IS NOT NULL AND o.accepted_at > $2
 		  AND NOT EXISTS (SELECT 1 FROM pending_targets p WHERE p.operation_id = o.id)
 		  AND NOT coalesce(o.state_seq > least(t.applied, (SELECT applied FROM live WHERE scope = '')), false)
-		ORDER BY o.accepted_at DESC LIMIT 1000`, r.liveInterval(), since)
+		ORDER BY o.accepted_at DESC LIMIT 1000)
+	SELECT c.id, c.accepted_at, c.id <> ALL($3::uuid[]) AS checked,
+		c.id <> ALL($3::uuid[]) AND NOT EXISTS (
+			SELECT 1 FROM (
+				SELECT s.holder, s.termination, s.expires_at
+				FROM operation_targets t JOIN sessions s ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id
+				WHERE t.operation_id = c.id
+				UNION ALL
+				SELECT s.holder, s.termination, s.expires_at FROM sessions s
+				WHERE c.tenant_wide AND s.tenant_id = c.tenant_id AND s.registered_at <= c.accepted_at
+				  AND (s.ended_at IS NULL OR s.ended_at >= c.accepted_at)
+				  AND (s.revoked_at IS NULL OR s.revoked_at >= c.accepted_at OR s.revoke_operation = c.id)) s
+			WHERE s.termination IS DISTINCT FROM 'terminated' AND (
+				s.termination = 'deferred' OR c.state_seq IS NULL OR NOT (
+					-- Enforced: its holder's latest report that counts for
+					-- the tenant applied the events; a session without a
+					-- holder, once every live guard did, and there is one.
+					CASE WHEN s.holder IS NOT NULL THEN coalesce((
+						SELECT g.applied_seq >= c.state_seq FROM guard_instances g
+						WHERE g.instance = s.holder AND g.scope IN ('', c.tenant_id)
+						ORDER BY g.last_report_at DESC LIMIT 1), false)
+					ELSE c.guarded END
+					-- Or expired.
+					OR coalesce(s.expires_at < clock_timestamp(), false)))
+		) AS complete
+	FROM cand c`
+
+// candidates runs candidatesSQL; the operations in skip are offered but not
+// checked.
+func (r *Registry) candidates(ctx context.Context, since time.Time, skip [][16]byte) ([]candidate, error) {
+	if skip == nil {
+		skip = [][16]byte{}
+	}
+	rows, err := r.cfg.Pool.Query(ctx, candidatesSQL, r.liveInterval(), since, skip)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (candidate, error) {
 		var c candidate
-		err := row.Scan(&c.id, &c.accepted)
+		err := row.Scan(&c.id, &c.accepted, &c.checked, &c.complete)
 		return c, err
 	})
 }

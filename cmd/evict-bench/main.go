@@ -39,7 +39,7 @@ func run() error {
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each steady run, after the warmup")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "operations due in this first stretch of a steady run are not counted")
 	fs.IntVar(&cfg.Burst, "burst", 500, "commands due at once in each burst run")
-	fs.IntVar(&cfg.Tenants, "tenants", 10, "tenants the logout commands are spread over (each tenant's commands commit one at a time)")
+	fs.IntVar(&cfg.Tenants, "tenants", 10, "tenants the logout commands are spread over")
 	guards := fs.String("guards", "1,10,50", "guard fleet sizes of the end-to-end runs")
 	fs.IntVar(&cfg.Fleet, "fleet", 10, "guards kept for bulk, tenant-wide and the cache baseline (one of -guards)")
 	fs.IntVar(&cfg.BulkUsers, "bulk-users", 10_000, "users (3 sessions each) logged out in one bulk command")

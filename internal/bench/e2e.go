@@ -54,9 +54,7 @@ func (e *env) endToEnd(ctx context.Context, rep *report.Report) error {
 // each, open loop at rate (0: a burst), until want guards refuse each (only
 // that guard, when only is set); sent, when set, runs once every command
 // has been answered (see load.sent). The users are spread round-robin over
-// Tenants tenants named base-0, base-1, …: a command takes its tenant's
-// session-feed lock until it commits, so one tenant's commands commit one
-// at a time.
+// Tenants tenants named base-0, base-1, ….
 func (e *env) logoutLoad(ctx context.Context, base string, n int, rate float64, warmup time.Duration, want int, only *benchGuard,
 	sent func()) (result, error) {
 	tenants := e.spread(base, n)

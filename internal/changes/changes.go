@@ -27,27 +27,9 @@ const (
 	TenantRevoked = "tenant_revoked"
 )
 
-// Lock serializes, until commit, the transactions that append to a
-// tenant's feed. Feed ids then follow commit order within the tenant, which
-// is what lets a stream resume after the last id it sent without skipping a
-// change committed late with a smaller id. Take it as late as possible in
-// the transaction: the tenant's other writers wait until the commit.
-func Lock(ctx context.Context, tx pgx.Tx, tenant string) error {
-	if _, err := tx.Exec(ctx, lockSQL, tenant); err != nil {
-		return fmt.Errorf("changes: lock feed: %w", err)
-	}
-	return nil
-}
-
-const lockSQL = "SELECT pg_advisory_xact_lock(hashtextextended('evict-changes/' || $1, 0))"
-
-// QueueLock queues Lock in a batch.
-func QueueLock(b *pgx.Batch, tenant string) {
-	b.Queue(lockSQL, tenant)
-}
-
-// Queue queues, in a batch sent inside the transaction, the lock and the
-// append of one change.
+// Queue queues, in a batch sent inside the transaction, the append of one
+// change. The feed is read in transaction order (see the admin API's
+// stream), so appending takes no lock.
 func Queue(b *pgx.Batch, tenant, user, session, kind string, detail map[string]any) error {
 	if detail == nil {
 		detail = map[string]any{}
@@ -56,7 +38,6 @@ func Queue(b *pgx.Batch, tenant, user, session, kind string, detail map[string]a
 	if err != nil {
 		return fmt.Errorf("changes: %w", err)
 	}
-	QueueLock(b, tenant)
 	b.Queue(`INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail) VALUES ($1, $2, $3, $4, $5)`,
 		tenant, user, session, kind, d)
 	return nil

@@ -125,7 +125,7 @@ func TestSessionStreamInOrderAndResumes(t *testing.T) {
 					continue
 				}
 				kinds = append(kinds, ev.kind)
-				if id, fid := atoi(t, ev.id), atoi(t, first.id); id <= fid {
+				if pos, fpos := feedPos(t, ev.id), feedPos(t, first.id); !fpos.before(pos) {
 					t.Errorf("event id %s repeats or precedes %s", ev.id, first.id)
 				}
 			}
@@ -255,13 +255,75 @@ func TestSessionListing(t *testing.T) {
 	}
 }
 
-func atoi(t *testing.T, s string) int {
+// pos is a stream event's id: a position in the tenant's feed.
+type pos struct{ tx, id int64 }
+
+func (p pos) before(q pos) bool { return p.tx < q.tx || p.tx == q.tx && p.id < q.id }
+
+func feedPos(t *testing.T, s string) pos {
 	t.Helper()
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		t.Fatalf("event id %q: %v", s, err)
+	txs, ids, ok := strings.Cut(s, "-")
+	tx, err1 := strconv.ParseInt(txs, 10, 64)
+	id, err2 := strconv.ParseInt(ids, 10, 64)
+	if !ok || err1 != nil || err2 != nil {
+		t.Fatalf("event id %q is not <tx>-<id>", s)
 	}
-	return n
+	return pos{tx, id}
+}
+
+// TestSessionStreamWaitsForEarlierTransactions: a change whose transaction
+// commits late takes a feed id smaller than changes already committed. The
+// stream holds those back until it has ended, sends it first, and a client
+// that resumes after it misses nothing: positions follow the transactions,
+// not the ids. Also, a bare id (as streams sent before) still resumes.
+func TestSessionStreamWaitsForEarlierTransactions(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	pool := testenv.Pool(t, b.dbURL)
+	stream, stop := openStream(t, b, "/v1/tenants/acme/sessions/stream", "")
+	defer stop()
+
+	// A transaction appends a change and stays open...
+	slow, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Rollback(ctx) //nolint:errcheck // committed below
+	if _, err := slow.Exec(ctx, `INSERT INTO session_changes (tenant_id, user_id, session_id, kind)
+		VALUES ('acme', 'ann', 'ann-1', 'ended')`); err != nil {
+		t.Fatal(err)
+	}
+	// ...while a registration commits a change with a larger id.
+	b.register(t, "acme", "bob", "bob-1")
+	select {
+	case ev := <-stream:
+		t.Fatalf("sent %s %v while an earlier transaction was still open", ev.kind, ev.data)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := slow.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first, second := next(t, stream), next(t, stream)
+	if first.data["session_id"] != "ann-1" || second.data["session_id"] != "bob-1" {
+		t.Fatalf("sent %v then %v; want ann-1 (the earlier transaction) then bob-1", first.data, second.data)
+	}
+	if a, b := first.data["id"].(float64), second.data["id"].(float64); a >= b {
+		t.Fatalf("feed ids %v, %v: the late commit must hold the smaller id for this test to mean anything", a, b)
+	}
+	if !feedPos(t, first.id).before(feedPos(t, second.id)) {
+		t.Errorf("positions %s, %s are not in the order sent", first.id, second.id)
+	}
+
+	for _, after := range []string{first.id, fmt.Sprint(int64(first.data["id"].(float64)))} {
+		resumed, stop := openStream(t, b, "/v1/tenants/acme/sessions/stream", after)
+		if ev := next(t, resumed); ev.data["session_id"] != "bob-1" || ev.id != second.id {
+			t.Errorf("resumed after %s: got %s %v, want bob-1 at %s", after, ev.id, ev.data, second.id)
+		}
+		stop()
+	}
 }
 
 // TestLastSeenHeartbeat: requests through a guard's middleware move the

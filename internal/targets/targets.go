@@ -9,9 +9,8 @@
 // seconds), and none of it is needed to enforce the logout: the guards
 // enforce the watermarks. So a large command commits its watermarks and
 // events first and leaves the rest in pending_targets, which Record works
-// through after the commit, Slice users per transaction, each short, so
-// that the tenant's feed lock is never held for long. A row left by a
-// crash is picked up by RecordAll.
+// through after the commit, Slice users per transaction, each short. A row
+// left by a crash is picked up by RecordAll.
 package targets
 
 import (
@@ -45,8 +44,8 @@ type Logout struct {
 }
 
 // Queue queues, in the command's batch b, the marking of l's sessions and
-// the recording of its targets, and in feed the tenant's feed entries
-// (which take the tenant's feed lock: send them last).
+// the recording of its targets, and in feed the tenant's feed entries,
+// which must follow them in the transaction.
 func Queue(b, feed *pgx.Batch, l Logout) {
 	b.Queue(`WITH rev AS (
 			UPDATE sessions s SET revoked_at = $6, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
@@ -57,7 +56,6 @@ func Queue(b, feed *pgx.Batch, l Logout) {
 		INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
 		SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev`,
 		l.Tenant, l.Users, l.Cause, l.Reason, l.Operation, l.NotBefore)
-	changes.QueueLock(feed, l.Tenant)
 	feed.Queue(`INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
 		SELECT $1, t.user_id, t.session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text)
 		FROM operation_targets t JOIN unnest($4::text[]) AS u(id) ON t.user_id = u.id

@@ -47,10 +47,9 @@ type op struct {
 	// run sends them with the operation's own rows in one round trip, the
 	// last before the commit.
 	later pgx.Batch
-	// feed holds the appends to the tenant's session change feed. They go
-	// at the very end of that round trip: appending takes the tenant's feed
-	// lock (see changes.Lock), held until the commit, so any statement
-	// after it would make the tenant's other commands wait.
+	// feed holds the appends to the tenant's session change feed, sent
+	// after later (they read the targets it records); whether there are
+	// any tells whether to wake the tenant's live views.
 	feed pgx.Batch
 	// pendingTargets is set when the command left the recording of its
 	// targets for after the commit (targets.Defer).

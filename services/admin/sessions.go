@@ -175,7 +175,6 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		queueOutbox(&o.later, uuid.NullUUID{}, o.outbox)
-		// Last: the feed's lock is held until the commit.
 		if err := changes.Queue(&o.later, tenant, req.UserID, req.SessionID, changes.Started, nil); err != nil {
 			return err
 		}

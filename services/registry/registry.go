@@ -322,9 +322,6 @@ func (r *Registry) flushSeen(ctx context.Context) error {
 func (r *Registry) recordTermination(ctx context.Context, t events.SessionTermination) error {
 	detail, _ := json.Marshal(map[string]any{"instance": t.Instance, "operation_id": t.OperationID, "timed_out": t.TimedOut, "in_flight": t.InFlight})
 	err := pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
-		if err := changes.Lock(ctx, tx, t.Tenant); err != nil {
-			return err
-		}
 		_, err := tx.Exec(ctx, `WITH s AS (
 			UPDATE sessions SET termination = $4,
 				terminated_at = CASE WHEN $4 = 'terminated' THEN clock_timestamp() END

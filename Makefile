@@ -32,6 +32,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzDecodeRevocation -fuzztime=$(FUZZTIME) ./events/
 	$(GO) test -run=NONE -fuzz=FuzzCheckStrictJSON -fuzztime=$(FUZZTIME) ./services/admin/
 	$(GO) test -run=NONE -fuzz=FuzzRequestDecoders -fuzztime=$(FUZZTIME) ./services/admin/
+	$(GO) test -run=NONE -fuzz=FuzzReadHeader -fuzztime=$(FUZZTIME) ./internal/snapshot/
 
 ## bench: evict-bench with small sizes (results in bench-results/), then the
 # Go benchmarks it does not cover: revset lookups with the table out of

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/snapshot"
 )
 
 // EmbeddedConfig configures the embedded NATS server.
@@ -81,16 +82,25 @@ var (
 	// EvictdPermissions: publish revocations and history, manage the
 	// streams, answer guards' session requests; hear guards' reports.
 	EvictdPermissions = &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: []string{"evict.state.>", "evict.events.>", "$JS.API.>", "$JS.ACK.>", "_INBOX.>"}},
+		Publish: &server.SubjectPermission{Allow: []string{"evict.state.>", "evict.events.>", "$JS.API.>", "$JS.ACK.>", "_INBOX.>",
+			"$O." + snapshot.Bucket + ".>"}},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "evict.report.>", "evict.rpc.sessions.>"}},
 	}
-	// GuardPermissions: read EVICT_STATE through ordered consumers, report,
-	// register sessions; never publish state or history.
+	// GuardPermissions: read EVICT_STATE through ordered consumers, and its
+	// last heartbeat; read the snapshot (an object of internal/snapshot's
+	// bucket: stream info, direct get of its metadata, an ordered push
+	// consumer of its chunks and its flow control); report, register
+	// sessions; never publish state or history.
 	GuardPermissions = &server.Permissions{
 		Publish: &server.SubjectPermission{
 			Allow: []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.EVICT_STATE",
 				"$JS.API.CONSUMER.CREATE.EVICT_STATE.>", "$JS.API.CONSUMER.INFO.EVICT_STATE.>",
 				"$JS.API.CONSUMER.DELETE.EVICT_STATE.>", "$JS.API.CONSUMER.MSG.NEXT.EVICT_STATE.>",
+				"$JS.API.DIRECT.GET.EVICT_STATE.>", "$JS.API.STREAM.MSG.GET.EVICT_STATE",
+				"$JS.API.STREAM.INFO." + snapshot.Stream, "$JS.API.DIRECT.GET." + snapshot.Stream + ".>",
+				"$JS.API.STREAM.MSG.GET." + snapshot.Stream, "$JS.API.CONSUMER.CREATE." + snapshot.Stream,
+				"$JS.API.CONSUMER.CREATE." + snapshot.Stream + ".>", "$JS.API.CONSUMER.DELETE." + snapshot.Stream + ".>",
+				"$JS.FC." + snapshot.Stream + ".>",
 				"evict.report.>", "evict.rpc.sessions.>"},
 			Deny: guardDeny,
 		},
@@ -257,7 +267,8 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	return c
 }
 
-// EnsureStreams creates or updates EVICT_STATE and EVICT_EVENTS.
+// EnsureStreams creates or updates EVICT_STATE, EVICT_EVENTS and the
+// snapshot bucket.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
 	cfg = cfg.withDefaults()
 	streams := []jetstream.StreamConfig{{
@@ -292,6 +303,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("bus: stream %s: %w", sc.Name, err)
 		}
+	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, snapshot.BucketConfig(cfg.Replicas)); err != nil {
+		return fmt.Errorf("bus: object store %s: %w", snapshot.Bucket, err)
 	}
 	return nil
 }

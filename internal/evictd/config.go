@@ -65,8 +65,14 @@ type Config struct {
 	SeenChangeEvery time.Duration
 	// HeartbeatInterval is how often the relay leader confirms an empty outbox.
 	HeartbeatInterval time.Duration
-	Instance          string
-	Logger            *slog.Logger
+	// SnapshotEvery is how many messages EVICT_STATE may go past its
+	// latest snapshot before a new one is built (see internal/snapshot);
+	// zero builds none. SnapshotInterval is how often that is looked at;
+	// zero means 30s.
+	SnapshotEvery    uint64
+	SnapshotInterval time.Duration
+	Instance         string
+	Logger           *slog.Logger
 }
 
 // Defaults.
@@ -88,6 +94,7 @@ const (
 //	EVICT_STREAM_REPLICAS   JetStream replicas per stream; default 1
 //	EVICT_RELAY_BATCH_SIZE  outbox rows published per round; default 1000
 //	EVICT_HEARTBEAT_INTERVAL relay heartbeat period (guards' freshness signal); default 1s
+//	EVICT_SNAPSHOT_EVERY    state messages past the snapshot that make a new one; default 100000, 0 for none
 //	EVICT_GUARD_LIVENESS    a guard silent for longer counts as down (operations go "partial"); default 15s
 //	EVICT_SESSION_RETENTION ended, revoked and expired sessions and the change feed are kept this long; default 720h
 //	EVICT_RATE_LIMIT        requests per second per credential; default 50 (EVICT_RATE_BURST at once: 200)
@@ -122,6 +129,9 @@ func ConfigFromEnv() (Config, error) {
 	}
 	if c.HeartbeatInterval, err = time.ParseDuration(Env("EVICT_HEARTBEAT_INTERVAL", "1s")); err != nil || c.HeartbeatInterval <= 0 {
 		return c, fmt.Errorf("EVICT_HEARTBEAT_INTERVAL: want a positive duration such as 1s, got %q", os.Getenv("EVICT_HEARTBEAT_INTERVAL"))
+	}
+	if c.SnapshotEvery, err = strconv.ParseUint(Env("EVICT_SNAPSHOT_EVERY", "100000"), 10, 64); err != nil {
+		return c, fmt.Errorf("EVICT_SNAPSHOT_EVERY: want a number of messages, 0 for no snapshots, got %q", os.Getenv("EVICT_SNAPSHOT_EVERY"))
 	}
 	if c.GuardLiveness, err = time.ParseDuration(Env("EVICT_GUARD_LIVENESS", "15s")); err != nil || c.GuardLiveness <= 0 {
 		return c, fmt.Errorf("EVICT_GUARD_LIVENESS: want a positive duration such as 15s, got %q", os.Getenv("EVICT_GUARD_LIVENESS"))

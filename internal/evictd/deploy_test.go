@@ -31,6 +31,7 @@ import (
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/bus"
 	"github.com/evict-dev/evict/internal/evictd"
+	"github.com/evict-dev/evict/internal/snapshot"
 	"github.com/evict-dev/evict/internal/testenv"
 	"github.com/evict-dev/evict/pkg/client"
 	"github.com/evict-dev/evict/pkg/guard"
@@ -82,7 +83,9 @@ func TestDeployMetricNames(t *testing.T) {
 // _bucket, _sum and _count (their bare name selects nothing).
 func exportedSeriesNames(t *testing.T) map[string]bool {
 	t.Helper()
-	b := setup(t, 0)
+	// Snapshots on, as evictd's default is: their metrics exist from the
+	// start, built or not.
+	b := setup(t, 0, func(c *evictd.Config) { c.SnapshotEvery = 100_000 })
 	reg := prometheus.NewRegistry()
 	g := testenv.Guard(t, b.d.NATSURL, guard.Config{Registerer: reg})
 
@@ -419,6 +422,7 @@ func TestDeployNATSPermissions(t *testing.T) {
 		{name: "delete the state stream", subject: "$JS.API.STREAM.DELETE." + events.StateStream},
 		{name: "read the history stream", subject: "$JS.API.CONSUMER.CREATE." + events.EventsStream + ".spy"},
 		{name: "forge a JetStream acknowledgement to evictd", subject: "_INBOX.forged"},
+		{name: "forge a snapshot", subject: "$O." + snapshot.Bucket + ".M.c3RhdGU="},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -456,6 +460,19 @@ func TestDeployNATSPermissions(t *testing.T) {
 	}
 	if _, err := st.GetLastMsgForSubject(ctx, forged); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Errorf("last message on %s: got %v, want not found", forged, err)
+	}
+
+	// evictd stores a snapshot; a new guard, as the guard user, starts from it.
+	if _, err := snapshot.Build(ctx, js); err != nil {
+		t.Fatalf("snapshot as the evictd user: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	g2 := testenv.Guard(t, natsURL(ns, "guard"), guard.Config{Registerer: reg})
+	if got := gaugeValue(t, reg, "evict_guard_snapshot_entries"); got != 1 {
+		t.Errorf("guard user loaded %v entries from the snapshot, want alice's", got)
+	}
+	if s := (guard.Session{Tenant: "acme", User: "alice", ID: "s2", IssuedAt: time.Now().Add(-time.Minute)}); !errors.Is(g2.Check(s), guard.ErrSessionRevoked) {
+		t.Error("guard started from the snapshot lets alice through")
 	}
 }
 

@@ -37,6 +37,7 @@ import (
 	"github.com/evict-dev/evict/internal/bus"
 	"github.com/evict-dev/evict/internal/db"
 	"github.com/evict-dev/evict/internal/keys"
+	"github.com/evict-dev/evict/internal/snapshot"
 	"github.com/evict-dev/evict/services/admin"
 	"github.com/evict-dev/evict/services/notifier"
 	"github.com/evict-dev/evict/services/registry"
@@ -361,6 +362,17 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		go func() {
 			defer d.wg.Done()
 			d.cutRevokedGuardKeys(relayCtx)
+		}()
+	}
+	if cfg.SnapshotEvery > 0 {
+		sb := &snapshot.Builder{JetStream: js, Every: cfg.SnapshotEvery, Interval: cfg.SnapshotInterval, Logger: log}
+		sb.Register(reg)
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := sb.Run(relayCtx); err != nil {
+				log.Error("snapshot builder stopped", "err", err)
+			}
 		}()
 	}
 	go func() {

@@ -14,19 +14,19 @@ import (
 	"github.com/evict-dev/evict/internal/testenv"
 )
 
-// snapshot is everything a refused request must leave untouched.
-type snapshot struct {
+// untouched is everything a refused request must leave untouched.
+type untouched struct {
 	rows map[string]int
 	// msgs maps each tenant subject of both streams to its message count
 	// and the sequence of its last message.
 	msgs map[string][2]uint64
 }
 
-func takeSnapshot(t *testing.T, b *bundle) snapshot {
+func takeSnapshot(t *testing.T, b *bundle) untouched {
 	t.Helper()
 	ctx := context.Background()
 	pool := testenv.Pool(t, b.dbURL)
-	s := snapshot{rows: map[string]int{}, msgs: map[string][2]uint64{}}
+	s := untouched{rows: map[string]int{}, msgs: map[string][2]uint64{}}
 	for _, table := range []string{"tenants", "group_members", "user_watermarks", "sessions", "operations", "audit_log", "outbox"} {
 		var n int
 		query := "SELECT count(*) FROM " + table
@@ -232,7 +232,7 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 
 // mustEqual fails t unless after, taken once refused requests are done,
 // holds what before held.
-func (after snapshot) mustEqual(t *testing.T, before snapshot) {
+func (after untouched) mustEqual(t *testing.T, before untouched) {
 	t.Helper()
 	for table, n := range before.rows {
 		if after.rows[table] != n {

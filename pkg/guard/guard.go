@@ -12,10 +12,12 @@
 package guard
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -26,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/snapshot"
 	"github.com/evict-dev/evict/pkg/guard/internal/revset"
 )
 
@@ -101,6 +104,10 @@ type Config struct {
 	// DrainTimeout bounds how long in-flight work (see Busy) may keep a
 	// revoked session's live connections open. Default 5m.
 	DrainTimeout time.Duration
+	// NoSnapshot makes a guard of every tenant read the whole state stream
+	// at start instead of evict's latest snapshot and the stream after it
+	// (a guard limited to tenants always reads the stream).
+	NoSnapshot bool
 	// OnRevocation, when set, is called on the guard's apply goroutine after
 	// each revocation is applied. It must not block.
 	OnRevocation func(events.Revocation)
@@ -344,6 +351,14 @@ func (g *Guard) Run(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
+	// A guard of every tenant starts from evict's snapshot when there is
+	// one, and reads the stream after it.
+	var from uint64
+	if len(g.cfg.Tenants) == 0 && !g.cfg.NoSnapshot {
+		if from, err = g.loadSnapshot(ctx, js, stream); err != nil {
+			g.log.WarnContext(ctx, "snapshot not used; reading the whole state stream", "err", err)
+		}
+	}
 	var its []jetstream.MessagesContext
 	pending := 0 // messages to load, an upper bound of the entries
 	defer func() {
@@ -352,10 +367,15 @@ func (g *Guard) Run(ctx context.Context) error {
 		}
 	}()
 	for _, f := range g.feeds {
-		cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		cc := jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{f.filter},
 			DeliverPolicy:  jetstream.DeliverAllPolicy,
-		})
+		}
+		if from > 0 {
+			cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
+			f.applied.Store(from)
+		}
+		cons, err := stream.OrderedConsumer(ctx, cc)
 		if err != nil {
 			return fmt.Errorf("guard: consumer on %s: %w", f.filter, err)
 		}
@@ -425,16 +445,7 @@ func (g *Guard) apply(f *feed, msg jetstream.Msg) {
 	}
 	now := time.Now()
 	if msg.Subject() == events.HeartbeatSubject {
-		var hb struct {
-			Time time.Time `json:"time"`
-		}
-		if err := json.Unmarshal(msg.Data(), &hb); err == nil {
-			// The heartbeat's time is evict's clock; never trust it past ours.
-			at := min(hb.Time.UnixNano(), now.UnixNano())
-			if at > g.syncedAt.Load() {
-				g.syncedAt.Store(at)
-			}
-		}
+		g.heartbeat(msg.Data(), now)
 		if now.Sub(g.lastPrune) > time.Minute {
 			g.lastPrune = now
 			g.set.Prune(now.Add(-g.cfg.SessionMaxAge).UnixNano())
@@ -452,6 +463,21 @@ func (g *Guard) apply(f *feed, msg jetstream.Msg) {
 		g.caughtUp(f)
 		g.updateStaleness(now)
 		g.kickReport()
+	}
+}
+
+// heartbeat applies a relay heartbeat: every revocation committed before
+// its time is applied.
+func (g *Guard) heartbeat(data []byte, now time.Time) {
+	var hb struct {
+		Time time.Time `json:"time"`
+	}
+	if err := json.Unmarshal(data, &hb); err == nil {
+		// The heartbeat's time is evict's clock; never trust it past ours.
+		at := min(hb.Time.UnixNano(), now.UnixNano())
+		if at > g.syncedAt.Load() {
+			g.syncedAt.Store(at)
+		}
 	}
 }
 
@@ -476,20 +502,7 @@ func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
 		g.log.Warn("state message skipped", "subject", msg.Subject(), "err", err)
 		return
 	}
-	var kind byte
-	v := r.At.UnixNano()
-	switch r.Kind {
-	case events.KindTenant:
-		kind, v = kindTenant, v+999
-	case events.KindUser, events.KindUsers:
-		kind, v = kindUser, v+999
-	case events.KindSession:
-		kind = kindSession
-	case events.KindDevice:
-		kind = kindDevice
-	case events.KindTrust:
-		kind, v = kindTrust, v+999
-	}
+	kind, v := entryOf(r)
 	changed := false
 	if users == nil {
 		changed = g.store(kind, r, v)
@@ -503,6 +516,24 @@ func (g *Guard) applyRevocation(msg jetstream.Msg, now time.Time) {
 		// Propagation, once the guard is live: a cold start's load is not.
 		g.metrics.propagation.Observe(now.Sub(r.EventTime).Seconds())
 	}
+}
+
+// entryOf is the set's kind and value for r.
+func entryOf(r events.Revocation) (kind byte, v int64) {
+	v = r.At.UnixNano()
+	switch r.Kind {
+	case events.KindTenant:
+		kind, v = kindTenant, v+999
+	case events.KindUser, events.KindUsers:
+		kind, v = kindUser, v+999
+	case events.KindSession:
+		kind = kindSession
+	case events.KindDevice:
+		kind = kindDevice
+	case events.KindTrust:
+		kind, v = kindTrust, v+999
+	}
+	return kind, v
 }
 
 // store sets r's entry to v unless it holds a later value, and then ends
@@ -562,4 +593,62 @@ func (p Policy) String() string {
 		return "fail_closed"
 	}
 	return "fail_open"
+}
+
+// loadSnapshot applies evict's latest snapshot of the state stream and
+// returns the stream sequence it covers; 0 when there is none. A snapshot of
+// an earlier stream of the same name, or one that does not read back whole,
+// is an error, and the guard reads the whole stream.
+func (g *Guard) loadSnapshot(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream) (uint64, error) {
+	info := stream.CachedInfo()
+	obs, err := js.ObjectStore(ctx, snapshot.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("guard: snapshot: %w", err)
+	}
+	r, err := obs.Get(ctx, snapshot.Object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("guard: snapshot: %w", err)
+	}
+	defer r.Close()
+	// Read whole first: the object's digest is checked at its end, and
+	// nothing of a snapshot that fails it may be applied.
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return 0, fmt.Errorf("guard: snapshot: %w", err)
+	}
+	h, each, err := snapshot.ReadHeader(bytes.NewReader(data))
+	if err != nil {
+		return 0, fmt.Errorf("guard: %w", err)
+	}
+	if info == nil || !h.StreamCreated.Equal(info.Created) || h.Seq > info.State.LastSeq {
+		return 0, fmt.Errorf("guard: the snapshot (to sequence %d, stream created %s) is not of this stream", h.Seq, h.StreamCreated)
+	}
+	// No feed applies anything yet: this goroutine is the set's writer.
+	g.set.Reserve(g.set.Len() + int(min(h.Entries, 1<<27)))
+	err = each(func(e snapshot.Entry) error {
+		r := events.Revocation{Kind: e.Kind, Tenant: e.Tenant, ID: e.ID, At: e.At}
+		kind, v := entryOf(r)
+		g.store(kind, r, v)
+		return nil
+	})
+	if err != nil {
+		// What was applied is evict's own state, read back whole: it
+		// stays, and the stream read from the start covers the rest.
+		return 0, fmt.Errorf("guard: %w", err)
+	}
+	g.appliedSq.Store(h.Seq)
+	g.metrics.snapshot.Set(float64(h.Entries))
+	// The stream after the snapshot may hold no heartbeat yet; the latest
+	// one, if the snapshot covers it, vouches for the state all the same.
+	if hb, err := stream.GetLastMsgForSubject(ctx, events.HeartbeatSubject); err == nil && hb.Sequence <= h.Seq {
+		g.heartbeat(hb.Data, time.Now())
+	}
+	g.log.InfoContext(ctx, "snapshot loaded", "entries", h.Entries, "sequence", h.Seq)
+	return h.Seq, nil
 }

@@ -9,6 +9,7 @@ type metrics struct {
 	staleChecks stripedCounter // read by evict_guard_stale_checks_total
 	rejected    *prometheus.CounterVec
 	propagation prometheus.Histogram
+	snapshot    prometheus.Gauge
 }
 
 func newMetrics(g *Guard, reg prometheus.Registerer) *metrics {
@@ -22,11 +23,14 @@ func newMetrics(g *Guard, reg prometheus.Registerer) *metrics {
 			Help:    "Time from a revocation's commit in evict to its application in this guard.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 5},
 		}),
+		snapshot: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "evict_guard_snapshot_entries",
+			Help: "Entries loaded from evict's snapshot at start; 0 when the guard read the whole stream."}),
 	}
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.applied, m.rejected, m.propagation,
+	reg.MustRegister(m.applied, m.rejected, m.propagation, m.snapshot,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "evict_guard_stale_checks_total", Help: "Checks let through on a stale state under FailOpen.",
 		}, func() float64 { return float64(m.staleChecks.load()) }),

@@ -47,21 +47,41 @@ type Logout struct {
 // the recording of its targets, and in feed the tenant's feed entries,
 // which must follow them in the transaction.
 func Queue(b, feed *pgx.Batch, l Logout) {
-	b.Queue(`WITH rev AS (
-			UPDATE sessions s SET revoked_at = $6, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
-			FROM unnest($2::text[]) AS w(u)
-			WHERE s.tenant_id = $1 AND s.user_id = w.u AND s.issued_at <= $6
-			  AND s.revoked_at IS NULL AND s.ended_at IS NULL
-			RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id)
-		INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
-		SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev`,
-		l.Tenant, l.Users, l.Cause, l.Reason, l.Operation, l.NotBefore)
+	// One user, most commands, gets a statement of its own: PostgreSQL
+	// planned the one over an array anew on every execution (its generic
+	// plan, for arrays of any length, never looked cheaper than the plan
+	// for one user), which took longer than running it: 160 µs a command.
+	if len(l.Users) == 1 {
+		b.Queue(markOneSQL, l.Tenant, l.Users[0], l.Cause, l.Reason, l.Operation, l.NotBefore)
+	} else {
+		b.Queue(markSQL, l.Tenant, l.Users, l.Cause, l.Reason, l.Operation, l.NotBefore)
+	}
 	feed.Queue(`INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
 		SELECT $1, t.user_id, t.session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text)
 		FROM operation_targets t JOIN unnest($4::text[]) AS u(id) ON t.user_id = u.id
 		WHERE t.operation_id = $2`,
 		l.Tenant, l.Operation, l.Cause, l.Users, l.Operation.String())
 }
+
+// markSQL marks the live sessions of users $2, issued at or before $6,
+// revoked by operation $5, and records them as its targets.
+const markSQL = `WITH rev AS (
+		UPDATE sessions s SET revoked_at = $6, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
+		FROM unnest($2::text[]) AS w(u)
+		WHERE s.tenant_id = $1 AND s.user_id = w.u AND s.issued_at <= $6
+		  AND s.revoked_at IS NULL AND s.ended_at IS NULL
+		RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id)
+	INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
+	SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev`
+
+// markOneSQL is markSQL for one user, $2.
+const markOneSQL = `WITH rev AS (
+		UPDATE sessions s SET revoked_at = $6, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
+		WHERE s.tenant_id = $1 AND s.user_id = $2 AND s.issued_at <= $6
+		  AND s.revoked_at IS NULL AND s.ended_at IS NULL
+		RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id)
+	INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
+	SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev`
 
 // Defer queues, in the command's batch, l as a pending_targets row for
 // Record to do after the commit.

@@ -129,12 +129,6 @@ func (r *Relay) Run(ctx context.Context) error {
 // when the process dies.
 func (r *Relay) lead(ctx context.Context) error {
 	cfg := r.cfg.Pool.Config().ConnConfig.Copy()
-	// Plan each statement for its arguments. A cached generic plan keeps
-	// the row estimates of the first executions: on a young database, an
-	// operations table of a few hundred rows, so settle joined its batch
-	// against a sequential scan of the table, which took 1.5 to 9 ms a
-	// round once the table had grown (evict-bench, 1,000 commands/s).
-	cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	// The relay's writes need not wait for the WAL flush: a settle lost to
 	// a crash only makes the next leader publish its rows again, and
 	// JetStream drops them as duplicates of their event ids. Waiting for
@@ -168,13 +162,13 @@ func (r *Relay) lead(ctx context.Context) error {
 
 	var lastBeat, lastStats time.Time
 	for {
-		empty, err := r.drain(ctx, conn)
+		drained, polled, err := r.drain(ctx, conn)
 		if err != nil {
 			return err
 		}
 		now := time.Now()
-		if empty && now.Sub(lastBeat) >= r.cfg.HeartbeatInterval {
-			if err := r.heartbeat(ctx); err != nil {
+		if drained && now.Sub(lastBeat) >= r.cfg.HeartbeatInterval {
+			if err := r.heartbeat(ctx, polled); err != nil {
 				r.log.WarnContext(ctx, "heartbeat failed", "err", err)
 			} else {
 				lastBeat = now
@@ -187,7 +181,7 @@ func (r *Relay) lead(ctx context.Context) error {
 			lastStats = now
 		}
 		wait := min(r.cfg.PollInterval, r.cfg.HeartbeatInterval-time.Since(lastBeat))
-		if !empty {
+		if !drained {
 			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))
@@ -212,21 +206,25 @@ type row struct {
 }
 
 // drain publishes one batch and deletes what JetStream acknowledged. It
-// reports whether the outbox was empty.
-func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (empty bool, err error) {
+// reports whether that drained the outbox: the batch was all the outbox
+// held when polled (a time before the read), so that every row committed
+// before then is published. Looking again to find the outbox empty cost a
+// round trip per round, half of the relay's statements.
+func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (drained bool, polled time.Time, err error) {
+	polled = time.Now()
 	rows, err := conn.Query(ctx, "SELECT seq, operation_id, event_id, subject, payload, created_at FROM outbox ORDER BY seq LIMIT $1", r.cfg.BatchSize)
 	if err != nil {
-		return false, fmt.Errorf("relay: read outbox: %w", err)
+		return false, polled, fmt.Errorf("relay: read outbox: %w", err)
 	}
 	batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (row_ row, err error) {
 		err = row.Scan(&row_.seq, &row_.operation, &row_.eventID, &row_.subject, &row_.payload, &row_.createdAt)
 		return row_, err
 	})
 	if err != nil {
-		return false, fmt.Errorf("relay: read outbox: %w", err)
+		return false, polled, fmt.Errorf("relay: read outbox: %w", err)
 	}
 	if len(batch) == 0 {
-		return true, nil
+		return true, polled, nil
 	}
 
 	// A state subject keeps only its last message. When a batch changes one
@@ -248,7 +246,7 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (empty bool, err erro
 		f, err := r.cfg.JetStream.PublishMsgAsync(msg, jetstream.WithMsgID(b.eventID.String()))
 		if err != nil {
 			r.metrics.errors.Inc()
-			return false, fmt.Errorf("relay: publish %s: %w", b.eventID, err)
+			return false, polled, fmt.Errorf("relay: publish %s: %w", b.eventID, err)
 		}
 		futures[i] = f
 	}
@@ -256,7 +254,7 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (empty bool, err erro
 	case <-r.cfg.JetStream.PublishAsyncComplete():
 	case <-time.After(r.cfg.AckTimeout):
 	case <-ctx.Done():
-		return false, ctx.Err()
+		return false, polled, ctx.Err()
 	}
 
 	// Delete the acknowledged prefix only: what follows a failure is
@@ -308,47 +306,52 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (empty bool, err erro
 	}
 	if len(done) > 0 {
 		if err := r.settle(ctx, conn, done, opIDs, opSeqs); err != nil {
-			return false, err
+			return false, polled, err
 		}
 	}
 	if failure != nil {
 		r.metrics.errors.Inc()
-		return false, failure
+		return false, polled, failure
 	}
-	return false, nil
+	return len(batch) < r.cfg.BatchSize, polled, nil
 }
 
 // settle deletes published rows and records, for each operation, the last
 // EVICT_STATE sequence of its events, how many of them left the outbox
 // (each row once: a settled row is gone) and, once all did, when it was
-// fully published. Guards report the sequence they applied;
-// comparing the two tells when a logout is enforced. The statements go in
-// one batch, one round trip: PostgreSQL runs the statements of a batch in
-// one implicit transaction, so they commit or fail together.
+// fully published. Guards report the sequence they applied; comparing the
+// two tells when a logout is enforced. One statement, so one round trip and
+// one transaction.
+//
+// It is planned for its arguments (QueryExecModeCacheDescribe): a cached
+// generic plan keeps the row estimates of its first executions, on a young
+// database an operations table of a few hundred rows, and joined the batch
+// against a sequential scan of the table, which took 1.5 to 9 ms a round
+// once the table had grown (evict-bench, 1,000 commands/s).
 func (r *Relay) settle(ctx context.Context, conn *pgx.Conn, done []int64, opIDs []uuid.UUID, opSeqs []int64) error {
-	b := &pgx.Batch{}
-	b.Queue("DELETE FROM outbox WHERE seq = ANY($1)", done)
-	if len(opIDs) > 0 {
-		b.Queue(`UPDATE operations o SET
-				state_seq = nullif(greatest(coalesce(o.state_seq, 0), v.seq), 0),
-				published_events = o.published_events + v.n,
-				published_at = CASE WHEN o.published_events + v.n >= o.event_count
-					THEN coalesce(o.published_at, clock_timestamp()) END
-			FROM (SELECT id, max(seq) AS seq, count(*) AS n FROM unnest($1::uuid[], $2::bigint[]) AS t(id, seq) GROUP BY id) v
-			WHERE o.id = v.id`, opIDs, opSeqs)
-	}
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+	_, err := conn.Exec(ctx, `WITH gone AS (DELETE FROM outbox WHERE seq = ANY($1))
+		UPDATE operations o SET
+			state_seq = nullif(greatest(coalesce(o.state_seq, 0), v.seq), 0),
+			published_events = o.published_events + v.n,
+			published_at = CASE WHEN o.published_events + v.n >= o.event_count
+				THEN coalesce(o.published_at, clock_timestamp()) END
+		FROM (SELECT id, max(seq) AS seq, count(*) AS n FROM unnest($2::uuid[], $3::bigint[]) AS t(id, seq) GROUP BY id) v
+		WHERE o.id = v.id`, pgx.QueryExecModeCacheDescribe, done, opIDs, opSeqs)
+	if err != nil {
 		return fmt.Errorf("relay: delete published rows and record operation sequences: %w", err)
 	}
 	return nil
 }
 
-func (r *Relay) heartbeat(ctx context.Context) error {
+// heartbeat publishes a heartbeat of time at: a time before the outbox was
+// last read and found drained, so that every revocation committed before
+// at is in the stream ahead of it.
+func (r *Relay) heartbeat(ctx context.Context, at time.Time) error {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return err
 	}
-	ev := events.New(id.String(), events.TypeHeartbeat, "", "", time.Now(), events.Heartbeat{Instance: r.cfg.Instance})
+	ev := events.New(id.String(), events.TypeHeartbeat, "", "", at, events.Heartbeat{Instance: r.cfg.Instance})
 	ev.Source = "/relay"
 	b, err := json.Marshal(ev)
 	if err != nil {

@@ -425,3 +425,54 @@ func TestCheckDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// TestReportsCoalesce: a burst of revocations, each applied on its own, is
+// reported a few times, not once each, and the last report carries the last
+// sequence applied, soon.
+func TestReportsCoalesce(t *testing.T) {
+	p := newPublisher(t)
+	p.heartbeat()
+	nc, err := nats.Connect(p.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	reports, err := nc.SubscribeSync(events.ReportPrefix + ">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	g := testenv.Guard(t, p.url, guard.Config{Instance: "coalesce"})
+	const burst = 300
+	for i := range burst {
+		p.user("acme", fmt.Sprint("u", i), time.Now())
+		p.flush() // one at a time: the guard catches up after each
+	}
+	last := g.AppliedSequence()
+	testenv.Eventually(t, "every revocation applied", func() bool {
+		last = g.AppliedSequence()
+		return last >= burst+1
+	})
+	n := 0
+	for {
+		m, err := reports.NextMsg(2 * time.Second)
+		if err != nil {
+			t.Fatalf("no report of sequence %d: %v (after %d reports)", last, err, n)
+		}
+		n++
+		var r struct {
+			Data events.GuardApplied `json:"data"`
+		}
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Data.AppliedSeq == last {
+			break
+		}
+	}
+	if n > burst/5 {
+		t.Errorf("%d reports for %d revocations", n, burst)
+	}
+}

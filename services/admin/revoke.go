@@ -138,7 +138,8 @@ func revokeTenant(ctx context.Context, tx cmdQuerier, o *op) error {
 	var nb time.Time
 	err := tx.QueryRow(ctx, `UPDATE tenants SET
 		not_before = greatest(not_before, clock_timestamp()),
-		not_before_operation = $2, not_before_cause = $3, not_before_reason = nullif($4, '')
+		not_before_operation = $2, not_before_cause = $3, not_before_reason = nullif($4, ''),
+		not_before_swept = false
 		WHERE id = $1 RETURNING not_before`,
 		o.tenant, o.id, events.CauseTenantLogout, o.reason).Scan(&nb)
 	if err != nil {

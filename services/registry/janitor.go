@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -27,19 +28,35 @@ const (
 )
 
 // sweep marks up to sweepBatch sessions covered by a tenant-wide logout
-// as revoked by it.
+// as revoked by it, those of one tenant not swept yet, found through the
+// index of its live sessions; a step that finds fewer marks the tenant
+// swept, unless a newer logout raised its watermark meanwhile.
 func (r *Registry) sweep(ctx context.Context) error {
 	return r.locked(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE sessions s SET revoked_at = t.not_before, revoke_cause = t.not_before_cause,
-				revoke_reason = t.not_before_reason, revoke_operation = t.not_before_operation
-			FROM tenants t
-			WHERE s.tenant_id = t.id AND (s.tenant_id, s.session_id) IN (
-				SELECT s2.tenant_id, s2.session_id FROM sessions s2 JOIN tenants t2 ON t2.id = s2.tenant_id
-				WHERE s2.ended_at IS NULL AND s2.revoked_at IS NULL AND t2.not_before IS NOT NULL
-				  AND s2.issued_at <= t2.not_before
-				LIMIT $1)`, sweepBatch)
+		var tenant string
+		var nb time.Time
+		err := tx.QueryRow(ctx, `SELECT id, not_before FROM tenants
+			WHERE not_before IS NOT NULL AND NOT not_before_swept ORDER BY id LIMIT 1`).Scan(&tenant, &nb)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("registry: sweep tenant logouts: %w", err)
+		}
+		tag, err := tx.Exec(ctx, `UPDATE sessions s SET revoked_at = t.not_before, revoke_cause = t.not_before_cause,
+				revoke_reason = t.not_before_reason, revoke_operation = t.not_before_operation
+			FROM tenants t
+			WHERE t.id = $1 AND s.tenant_id = $1 AND s.session_id IN (
+				SELECT session_id FROM sessions
+				WHERE tenant_id = $1 AND ended_at IS NULL AND revoked_at IS NULL AND issued_at <= $2
+				LIMIT $3)`, tenant, nb, sweepBatch)
+		if err != nil {
+			return fmt.Errorf("registry: sweep tenant logouts: %w", err)
+		}
+		if tag.RowsAffected() < sweepBatch {
+			if _, err := tx.Exec(ctx, "UPDATE tenants SET not_before_swept = true WHERE id = $1 AND not_before = $2", tenant, nb); err != nil {
+				return fmt.Errorf("registry: sweep tenant logouts: %w", err)
+			}
 		}
 		return nil
 	})

@@ -73,12 +73,12 @@ func TestCompleteStampsWhatEveryLiveGuardApplied(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			since := time.Time{}
+			window := time.Duration(0)
 			if !tt.full {
 				r.lastFull = time.Now()
-				since = r.lastFull.Add(-recentWindow)
+				window = recentWindow
 			}
-			cands, err := r.candidates(ctx, since, nil)
+			cands, err := r.candidates(ctx, window, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -197,7 +197,7 @@ func TestCompletionAgreesWithStatus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cands, err := r.candidates(ctx, time.Time{}, nil)
+			cands, err := r.candidates(ctx, 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -213,7 +213,7 @@ func TestCompletionAgreesWithStatus(t *testing.T) {
 					cands[0].complete, st.Summary, st.Targets, tt.want)
 			}
 			// An operation waiting out its backoff is offered, not checked.
-			if cands, err = r.candidates(ctx, time.Time{}, [][16]byte{op}); err != nil {
+			if cands, err = r.candidates(ctx, 0, [][16]byte{op}); err != nil {
 				t.Fatal(err)
 			}
 			if len(cands) != 1 || cands[0].checked || cands[0].complete {

@@ -261,9 +261,9 @@ func (r *Registry) Operation(ctx context.Context, id any) (Status, error) {
 func (r *Registry) complete(ctx context.Context) error {
 	now := time.Now()
 	full := now.Sub(r.lastFull) >= fullRoundEvery
-	since := now.Add(-recentWindow)
+	window := recentWindow
 	if full {
-		since = time.Time{}
+		window = 0
 	}
 	// An operation that stays incomplete (a holder is down, a tenant-wide
 	// logout over many sessions) is looked at less and less often: 20 ms,
@@ -276,7 +276,7 @@ func (r *Registry) complete(ctx context.Context) error {
 			waiting = append(waiting, id)
 		}
 	}
-	cands, err := r.candidates(ctx, since, waiting)
+	cands, err := r.candidates(ctx, window, waiting)
 	if err != nil {
 		return err
 	}
@@ -339,8 +339,9 @@ type candidate struct {
 	checked, complete bool
 }
 
-// candidatesSQL offers the operations accepted after $2 that may have
-// completed, the latest first: published, their targets recorded, and
+// candidatesSQL offers the operations accepted in the last $2 (on
+// PostgreSQL's clock, which stamped them) that may have completed, the
+// latest first: published, their targets recorded, and
 // their events applied by every live guard of their tenant. That leaves
 // out most incomplete operations, most of the time, before any target is
 // read. For each, except those listed in $3, it tells whether it is
@@ -360,7 +361,7 @@ const candidatesSQL = `WITH live AS (
 		FROM operations o
 		-- LEAST ignores a NULL, and is NULL when the tenant has no live guard.
 		LEFT JOIN live t ON t.scope = o.tenant_id AND t.scope <> ''
-		WHERE o.completed_at IS NULL AND o.published_at IS NOT NULL AND o.accepted_at > $2
+		WHERE o.completed_at IS NULL AND o.published_at IS NOT NULL AND o.accepted_at > clock_timestamp() - $2::interval
 		  AND NOT EXISTS (SELECT 1 FROM pending_targets p WHERE p.operation_id = o.id)
 		  AND NOT coalesce(o.state_seq > least(t.applied, (SELECT applied FROM live WHERE scope = '')), false)
 		ORDER BY o.accepted_at DESC LIMIT 1000)
@@ -390,13 +391,18 @@ const candidatesSQL = `WITH live AS (
 		) AS complete
 	FROM cand c`
 
-// candidates runs candidatesSQL; the operations in skip are offered but not
-// checked.
-func (r *Registry) candidates(ctx context.Context, since time.Time, skip [][16]byte) ([]candidate, error) {
+// candidates runs candidatesSQL over the operations accepted in the last
+// window, or all of them when window is 0; the operations in skip are
+// offered but not checked.
+func (r *Registry) candidates(ctx context.Context, window time.Duration, skip [][16]byte) ([]candidate, error) {
 	if skip == nil {
 		skip = [][16]byte{}
 	}
-	rows, err := r.cfg.Pool.Query(ctx, candidatesSQL, r.liveInterval(), since, skip)
+	within := "100 years"
+	if window > 0 {
+		within = fmt.Sprintf("%d milliseconds", window.Milliseconds())
+	}
+	rows, err := r.cfg.Pool.Query(ctx, candidatesSQL, r.liveInterval(), within, skip)
 	if err != nil {
 		return nil, err
 	}

@@ -632,9 +632,9 @@ func (g *Guard) loadSnapshot(ctx context.Context, js jetstream.JetStream, stream
 	// No feed applies anything yet: this goroutine is the set's writer.
 	g.set.Reserve(g.set.Len() + int(min(h.Entries, 1<<27)))
 	err = each(func(e snapshot.Entry) error {
-		r := events.Revocation{Kind: e.Kind, Tenant: e.Tenant, ID: e.ID, At: e.At}
-		kind, v := entryOf(r)
-		g.store(kind, r, v)
+		rev := events.Revocation{Kind: e.Kind, Tenant: e.Tenant, ID: e.ID, At: e.At}
+		kind, v := entryOf(rev)
+		g.store(kind, rev, v)
 		return nil
 	})
 	if err != nil {

@@ -171,6 +171,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, tenant, user str
 	if err := rc.Flush(); err != nil {
 		return nil
 	}
+	sent := time.Now() // the last write, for the keep-alive
 	for {
 		wake := s.feed.wait(tenant)
 		n, held, err := s.sendChanges(ctx, w, tenant, user, &last)
@@ -185,20 +186,21 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, tenant, user str
 			if err := rc.Flush(); err != nil {
 				return nil
 			}
+			sent = time.Now()
 			continue // there may be more than one page
 		}
 		// Changes held back behind a transaction still running get no
 		// wake-up of their own when it ends: look again shortly.
-		retry := 15 * time.Second
+		retry := time.Until(sent.Add(keepAlive))
 		if held {
-			retry = heldRetry
+			retry = min(retry, heldRetry)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-wake:
 		case <-time.After(retry):
-			if held {
+			if time.Since(sent) < keepAlive {
 				continue
 			}
 			// A comment keeps proxies from closing an idle stream.
@@ -208,13 +210,17 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, tenant, user str
 			if err := rc.Flush(); err != nil {
 				return nil
 			}
+			sent = time.Now()
 		}
 	}
 }
 
 // heldRetry is how soon a stream looks again at changes held back behind a
-// transaction still running.
-const heldRetry = 20 * time.Millisecond
+// transaction still running; keepAlive how long it stays silent at most.
+const (
+	heldRetry = 20 * time.Millisecond
+	keepAlive = 15 * time.Second
+)
 
 // feedPos is a position in a tenant's change feed: the writing
 // transaction's id, then the change's id. Feed ids come from a sequence, so

@@ -356,7 +356,13 @@ func TestStoppedGuardStopsCounting(t *testing.T) {
 	runGuard(t, b.d.NATSURL, "web-1")
 	_, stopWeb2 := runGuard(t, b.d.NATSURL, "web-2")
 	b.registerOn(t, "acme", "ivy", "ivy-web", "web", "web-1", nil)
-	// Both guards have reported once: both count as live.
+	// Both guards have reported once (a ready guard reports at once, and
+	// the registry stores reports every 20 ms): both count as live.
+	pool := testenv.Pool(t, b.dbURL)
+	testenv.Eventually(t, "both guards' reports stored", func() bool {
+		var n int
+		return pool.QueryRow(ctx, "SELECT count(*) FROM guard_instances WHERE instance IN ('web-1', 'web-2')").Scan(&n) == nil && n == 2
+	})
 	acc, err := b.api.LogoutUser(ctx, "acme", "nobody", "")
 	if err != nil {
 		t.Fatal(err)

@@ -425,12 +425,7 @@ func TestTenantGuardKey(t *testing.T) {
 	cancel()
 	// The notifiers' durable consumer reads every tenant, and its name is
 	// well known: the key may not read it, nor delete or redefine it.
-	svc, err := nats.Connect(b.d.ServiceNATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	svcJS, _ := jetstream.New(svc)
+	svcJS := b.serviceJS(t)
 	if _, err := svcJS.CreateOrUpdateConsumer(ctx, "EVICT_STATE", notifier.ConsumerConfig()); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/testenv"
@@ -96,6 +99,21 @@ func (b *bundle) waitPublished(t *testing.T) {
 		var n int
 		return pool.QueryRow(context.Background(), "SELECT count(*) FROM outbox").Scan(&n) == nil && n == 0
 	})
+}
+
+// serviceJS is JetStream as evictd's own NATS user sees it.
+func (b *bundle) serviceJS(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(b.d.ServiceNATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
 
 func (b *bundle) register(t *testing.T, tenant, user, session string) guard.Session {

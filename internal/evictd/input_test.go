@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evict-dev/evict/internal/testenv"
@@ -38,12 +37,7 @@ func takeSnapshot(t *testing.T, b *bundle) untouched {
 		}
 		s.rows[table] = n
 	}
-	nc, err := nats.Connect(b.d.ServiceNATSURL) // stream inspection is beyond a guard's permissions
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := b.serviceJS(t) // stream inspection is beyond a guard's permissions
 	for _, name := range []string{"EVICT_STATE", "EVICT_EVENTS"} {
 		st, err := js.Stream(ctx, name)
 		if err != nil {

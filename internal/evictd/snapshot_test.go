@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -186,21 +185,6 @@ func lastState(ctx context.Context, js jetstream.JetStream, tenant, user string)
 		return nil, err
 	}
 	return s.GetLastMsgForSubject(ctx, subject)
-}
-
-// serviceJS is JetStream as evictd's own NATS user sees it.
-func (b *bundle) serviceJS(t *testing.T) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(b.d.ServiceNATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }
 
 // gaugeValue is the value of the gauge name in reg.

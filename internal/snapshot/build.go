@@ -44,7 +44,8 @@ type Builder struct {
 	Every uint64
 	// Interval is how often to look; default 30s.
 	Interval time.Duration
-	Logger   *slog.Logger
+	// Logger; default slog.Default().
+	Logger *slog.Logger
 
 	builds  *prometheus.CounterVec
 	seconds prometheus.Histogram
@@ -71,6 +72,9 @@ func (b *Builder) Register(reg prometheus.Registerer) {
 func (b *Builder) Run(ctx context.Context) error {
 	if b.builds == nil {
 		b.Register(nil)
+	}
+	if b.Logger == nil {
+		b.Logger = slog.Default()
 	}
 	t := time.NewTicker(cmp.Or(b.Interval, 30*time.Second))
 	defer t.Stop()

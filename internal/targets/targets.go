@@ -63,25 +63,26 @@ func Queue(b, feed *pgx.Batch, l Logout) {
 		l.Tenant, l.Operation, l.Cause, l.Users, l.Operation.String())
 }
 
-// markSQL marks the live sessions of users $2, issued at or before $6,
-// revoked by operation $5, and records them as its targets.
-const markSQL = `WITH rev AS (
-		UPDATE sessions s SET revoked_at = $6, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
-		FROM unnest($2::text[]) AS w(u)
-		WHERE s.tenant_id = $1 AND s.user_id = w.u AND s.issued_at <= $6
-		  AND s.revoked_at IS NULL AND s.ended_at IS NULL
-		RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id)
-	INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
-	SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev`
+// markSQL marks the live sessions of users $2 (an array), issued at or
+// before $6, revoked by operation $5, and records them as its targets;
+// markOneSQL does it for one user $2.
+var (
+	markSQL    = mark("FROM unnest($2::text[]) AS w(u)", "w.u")
+	markOneSQL = mark("", "$2")
+)
 
-// markOneSQL is markSQL for one user, $2.
-const markOneSQL = `WITH rev AS (
+// mark is the statement of markSQL with its users joined by from and
+// matched by user.
+func mark(from, user string) string {
+	return `WITH rev AS (
 		UPDATE sessions s SET revoked_at = $6, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
-		WHERE s.tenant_id = $1 AND s.user_id = $2 AND s.issued_at <= $6
+		` + from + `
+		WHERE s.tenant_id = $1 AND s.user_id = ` + user + ` AND s.issued_at <= $6
 		  AND s.revoked_at IS NULL AND s.ended_at IS NULL
 		RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id)
 	INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
 	SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev`
+}
 
 // Defer queues, in the command's batch, l as a pending_targets row for
 // Record to do after the commit.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/bus"
+	"github.com/evict-dev/evict/internal/db"
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/pkg/client"
 	"github.com/evict-dev/evict/pkg/guard"
@@ -102,7 +103,7 @@ func startEnv(ctx context.Context, cfg Config) (_ *env, err error) {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	pcfg.MaxConns = 16
-	if e.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+	if e.pool, err = db.NewPool(ctx, pcfg); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	if e.svc, err = nats.Connect(e.d.ServiceNATSURL, nats.Name("evict-bench")); err != nil {

@@ -40,13 +40,27 @@ func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	if err := ensureDatabase(ctx, cfg.ConnConfig); err != nil {
 		return nil, err
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := NewPool(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("db: connect: %w", err)
+		return nil, err
 	}
 	if err := Migrate(ctx, pool); err != nil {
 		pool.Close()
 		return nil, err
+	}
+	return pool, nil
+}
+
+// NewPool opens a pool with cfg whose connections encode evict's types
+// (RegisterTypes). It neither creates nor migrates the database.
+func NewPool(ctx context.Context, cfg *pgxpool.Config) (*pgxpool.Pool, error) {
+	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+		RegisterTypes(c.TypeMap())
+		return nil
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("db: connect: %w", err)
 	}
 	return pool, nil
 }

@@ -97,7 +97,11 @@ func Database(t testing.TB) string {
 // Pool opens a pool on url, closed when the test ends.
 func Pool(t testing.TB, url string) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), url)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatalf("testenv: pool: %v", err)
+	}
+	pool, err := db.NewPool(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("testenv: pool: %v", err)
 	}

@@ -41,7 +41,7 @@ func (e *env) endToEnd(ctx context.Context, rep *report.Report) error {
 			if mode.rate > 0 {
 				name = steadyName(n, mode.rate)
 			}
-			rep.Add(report.Row{Scenario: "end to end", Name: name, Summary: res.sum, Floor: floorChain(n)})
+			rep.Add(report.Row{Scenario: "end to end", Name: name, Summary: res.sum, Floor: floorChain(n), Extra: stages(res)})
 			if mode.rate > 0 {
 				rep.Curves = append(rep.Curves, curve(fmt.Sprintf("evict: API → %d guards refuse, %s", n, mode.name), res))
 			}
@@ -90,4 +90,21 @@ func steadyName(n int, rate float64) string {
 
 func curve(name string, res result) report.Curve {
 	return report.Curve{Name: name, Points: stats.CDF(res.lat, 200)}
+}
+
+// stages tells where an end-to-end latency went: the part until the API
+// answered (the command committed), and how late the load started each
+// command, a part of every figure that the system did not cause (it is
+// the cores being busy, or the pacing thread's wake-up).
+func stages(res result) []report.Metric {
+	return []report.Metric{
+		{Name: "API answered (202) p50", Value: us(res.answered.P50), Unit: "µs"},
+		{Name: "API answered (202) p99", Value: us(res.answered.P99), Unit: "µs"},
+		{Name: "command started late p50", Value: us(res.late.P50), Unit: "µs"},
+		{Name: "command started late p99", Value: us(res.late.P99), Unit: "µs"},
+	}
+}
+
+func us(d time.Duration) float64 {
+	return float64(d.Round(time.Microsecond)) / float64(time.Microsecond)
 }

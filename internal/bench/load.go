@@ -27,12 +27,15 @@ type load struct {
 	sent func()
 }
 
-// result is what a load measured; lat is sorted.
+// result is what a load measured; lat is sorted. late is how long after
+// its due time each counted operation started, answered how long after
+// its due time send returned: for a command, the API's answer.
 type result struct {
-	sum   stats.Summary
-	lat   []time.Duration
-	start time.Time
-	t     *tracker
+	sum            stats.Summary
+	lat            []time.Duration
+	start          time.Time
+	t              *tracker
+	late, answered stats.Summary
 }
 
 func (e *env) run(ctx context.Context, l load) (result, error) {
@@ -43,12 +46,16 @@ func (e *env) run(ctx context.Context, l load) (result, error) {
 		sched.Interval = time.Duration(float64(time.Second) / l.rate)
 	}
 	var once sync.Once
+	// Each operation writes its own element, and Run returns after all.
+	late, answered := make([]time.Duration, l.n), make([]time.Duration, l.n)
 	err := sched.Run(ctx, func(ctx context.Context, i int, due time.Time) {
 		l.t.expect(l.key(i), due)
+		late[i] = time.Since(due)
 		if err := l.send(ctx, i, due); err != nil {
 			l.t.errs.Add(1)
 			once.Do(func() { e.log.Error("operation failed", "tenant", l.t.name, "err", err) })
 		}
+		answered[i] = time.Since(due)
 	})
 	if err != nil {
 		return result{}, err
@@ -65,12 +72,13 @@ func (e *env) run(ctx context.Context, l load) (result, error) {
 	}
 	from := sched.Start.Add(l.warmup)
 	lat, last := l.t.latencies(from)
-	first := from
+	first, k := from, 0
 	if l.rate > 0 {
 		// The first counted operation is due at the first multiple of the
 		// interval at or after from.
-		k := (from.Sub(sched.Start) + sched.Interval - 1) / sched.Interval
-		first = sched.Due(int(k))
+		k = int((from.Sub(sched.Start) + sched.Interval - 1) / sched.Interval)
+		first = sched.Due(k)
 	}
-	return result{sum: stats.Summarize(lat, last.Sub(first)), lat: lat, start: sched.Start, t: l.t}, nil
+	return result{sum: stats.Summarize(lat, last.Sub(first)), lat: lat, start: sched.Start, t: l.t,
+		late: stats.Summarize(late[k:], 0), answered: stats.Summarize(answered[k:], 0)}, nil
 }

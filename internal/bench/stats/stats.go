@@ -102,23 +102,20 @@ func (s Schedule) Due(i int) time.Time {
 // late to start (the process was descheduled) starts at once, and its due
 // time still is the scheduled one. It stops starting new operations when
 // ctx ends and returns ctx's error then.
+//
+// Run paces on an OS thread of its own (see sleepUntil): Go's timers wake
+// a runtime that has nothing else to do at the next millisecond, and
+// operations due every 10 ms started 0.6 ms late at the median and 1.1 ms
+// at p90, which the bench counted against what it measured.
 func (s Schedule) Run(ctx context.Context, op func(ctx context.Context, i int, due time.Time)) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	<-timer.C
+	unlock := lockThread()
+	defer unlock()
 	for i := range s.N {
 		due := s.Due(i)
-		if wait := time.Until(due); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-timer.C:
-			}
-		} else if ctx.Err() != nil {
-			return ctx.Err()
+		if err := sleepUntil(ctx, due); err != nil {
+			return err
 		}
 		wg.Go(func() { op(ctx, i, due) })
 	}

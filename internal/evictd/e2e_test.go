@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evict-dev/evict/events"
@@ -104,16 +103,7 @@ func (b *bundle) waitPublished(t *testing.T) {
 // serviceJS is JetStream as evictd's own NATS user sees it.
 func (b *bundle) serviceJS(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(b.d.ServiceNATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	return testenv.JetStream(t, b.d.ServiceNATSURL)
 }
 
 func (b *bundle) register(t *testing.T, tenant, user, session string) guard.Session {

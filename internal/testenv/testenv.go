@@ -18,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evict-dev/evict/internal/db"
 )
@@ -170,4 +172,20 @@ func ensureTemplate(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return name, nil
+}
+
+// JetStream connects to the NATS server at url, with opts, and returns its
+// JetStream; the connection is closed when the test ends.
+func JetStream(t testing.TB, url string, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("testenv: connect to NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("testenv: JetStream: %v", err)
+	}
+	return js
 }

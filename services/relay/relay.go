@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/db"
 )
 
 // NotifyChannel must match the channel commands notify (admin.NotifyChannel).
@@ -59,6 +61,9 @@ type Config struct {
 	StandbyInterval time.Duration
 	// AckTimeout bounds the wait for JetStream's acknowledgements. Default 10s.
 	AckTimeout time.Duration
+	// SettleInterval is the longest a published row waits to be deleted
+	// and counted on its operation. Default 10ms.
+	SettleInterval time.Duration
 	// Registerer receives the relay's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger; default slog.Default().
@@ -95,6 +100,9 @@ func New(cfg Config) (*Relay, error) {
 	}
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 10 * time.Second
+	}
+	if cfg.SettleInterval <= 0 {
+		cfg.SettleInterval = 10 * time.Millisecond
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -140,6 +148,7 @@ func (r *Relay) lead(ctx context.Context) error {
 		return fmt.Errorf("relay: connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	db.RegisterTypes(conn.TypeMap())
 	var leader bool
 	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", leaderLock).Scan(&leader); err != nil {
 		return fmt.Errorf("relay: leader lock: %w", err)
@@ -161,12 +170,28 @@ func (r *Relay) lead(ctx context.Context) error {
 	}()
 
 	var lastBeat, lastStats time.Time
+	var u unsettled
+	defer func() {
+		// What is published is settled on the way out, so that the next
+		// leader does not publish it again; if this fails, it does, and
+		// JetStream drops the duplicates.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.AckTimeout)
+		defer cancel()
+		if err := r.settle(sctx, conn, &u); err != nil {
+			r.log.WarnContext(ctx, "settle on leaving", "err", err)
+		}
+	}()
 	for {
-		drained, polled, err := r.drain(ctx, conn)
+		drained, polled, err := r.drain(ctx, conn, &u)
 		if err != nil {
 			return err
 		}
 		now := time.Now()
+		if len(u.done) >= r.cfg.BatchSize/2 || (len(u.done) > 0 && now.Sub(u.since) >= r.cfg.SettleInterval) {
+			if err := r.settle(ctx, conn, &u); err != nil {
+				return err
+			}
+		}
 		if drained && now.Sub(lastBeat) >= r.cfg.HeartbeatInterval {
 			if err := r.heartbeat(ctx, polled); err != nil {
 				r.log.WarnContext(ctx, "heartbeat failed", "err", err)
@@ -180,9 +205,12 @@ func (r *Relay) lead(ctx context.Context) error {
 			}
 			lastStats = now
 		}
-		wait := min(r.cfg.PollInterval, r.cfg.HeartbeatInterval-time.Since(lastBeat))
 		if !drained {
 			continue
+		}
+		wait := min(r.cfg.PollInterval, r.cfg.HeartbeatInterval-time.Since(lastBeat))
+		if len(u.done) > 0 {
+			wait = min(wait, r.cfg.SettleInterval-time.Since(u.since))
 		}
 		wctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))
 		_, err = conn.WaitForNotification(wctx)
@@ -196,6 +224,34 @@ func (r *Relay) lead(ctx context.Context) error {
 	}
 }
 
+// unsettled are the rows published but not yet settled: still in the
+// outbox, so each round reads them again and skips them. Settling every
+// round cost a round trip and a statement planned for its arguments per
+// round, which at 500 commands/s is a round per command or two: 15 % of
+// the CPU a command costs (evict-bench, /proc and -cpuprofile).
+type unsettled struct {
+	seqs   map[int64]bool // published rows' seq
+	done   []int64        // the same, in the order settle deletes them
+	opIDs  []uuid.UUID    // each row's operation, when it has one …
+	opSeqs []int64        // … and the EVICT_STATE sequence it published
+	since  time.Time      // when the first of them was published
+}
+
+func (u *unsettled) add(seq int64, op uuid.NullUUID, stateSeq uint64) {
+	if u.seqs == nil {
+		u.seqs = map[int64]bool{}
+	}
+	if len(u.done) == 0 {
+		u.since = time.Now()
+	}
+	u.seqs[seq] = true
+	u.done = append(u.done, seq)
+	if op.Valid {
+		u.opIDs = append(u.opIDs, op.UUID)
+		u.opSeqs = append(u.opSeqs, int64(stateSeq))
+	}
+}
+
 type row struct {
 	seq       int64
 	operation uuid.NullUUID
@@ -205,12 +261,12 @@ type row struct {
 	createdAt time.Time
 }
 
-// drain publishes one batch and deletes what JetStream acknowledged. It
-// reports whether that drained the outbox: the batch was all the outbox
-// held when polled (a time before the read), so that every row committed
-// before then is published. Looking again to find the outbox empty cost a
-// round trip per round, half of the relay's statements.
-func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (drained bool, polled time.Time, err error) {
+// drain publishes one batch, but for the rows u holds, and adds to u what
+// JetStream acknowledged. It reports whether that drained the outbox: the
+// batch was all the outbox held when polled (a time before the read), so
+// that every row committed before then is published. Looking again to
+// find the outbox empty cost a round trip per round.
+func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, u *unsettled) (drained bool, polled time.Time, err error) {
 	polled = time.Now()
 	rows, err := conn.Query(ctx, "SELECT seq, operation_id, event_id, subject, payload, created_at FROM outbox ORDER BY seq LIMIT $1", r.cfg.BatchSize)
 	if err != nil {
@@ -223,8 +279,10 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (drained bool, polled
 	if err != nil {
 		return false, polled, fmt.Errorf("relay: read outbox: %w", err)
 	}
+	full := len(batch) == r.cfg.BatchSize
+	batch = slices.DeleteFunc(batch, func(b row) bool { return u.seqs[b.seq] })
 	if len(batch) == 0 {
-		return true, polled, nil
+		return !full, polled, nil
 	}
 
 	// A state subject keeps only its last message. When a batch changes one
@@ -257,7 +315,7 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (drained bool, polled
 		return false, polled, ctx.Err()
 	}
 
-	// Delete the acknowledged prefix only: what follows a failure is
+	// Settle the acknowledged prefix only: what follows a failure is
 	// published again, in order, on the next round.
 	stateSeq := make([]uint64, len(batch)) // EVICT_STATE sequence of each row's message
 	n := len(batch)
@@ -287,9 +345,6 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (drained bool, polled
 		n = i
 		break
 	}
-	done := make([]int64, 0, n)
-	opIDs := make([]uuid.UUID, 0, n)
-	opSeqs := make([]int64, 0, n)
 	for i, b := range batch[:n] {
 		seq := stateSeq[i]
 		if j, ok := lastOf[b.subject]; ok && j != i {
@@ -298,37 +353,31 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn) (drained bool, polled
 			}
 			seq = stateSeq[j] // a superseded row is carried by its successor
 		}
-		done = append(done, b.seq)
-		if b.operation.Valid {
-			opIDs = append(opIDs, b.operation.UUID)
-			opSeqs = append(opSeqs, int64(seq))
-		}
-	}
-	if len(done) > 0 {
-		if err := r.settle(ctx, conn, done, opIDs, opSeqs); err != nil {
-			return false, polled, err
-		}
+		u.add(b.seq, b.operation, seq)
 	}
 	if failure != nil {
 		r.metrics.errors.Inc()
 		return false, polled, failure
 	}
-	return len(batch) < r.cfg.BatchSize, polled, nil
+	return !full, polled, nil
 }
 
-// settle deletes published rows and records, for each operation, the last
-// EVICT_STATE sequence of its events, how many of them left the outbox
-// (each row once: a settled row is gone) and, once all did, when it was
-// fully published. Guards report the sequence they applied; comparing the
-// two tells when a logout is enforced. One statement, so one round trip and
-// one transaction.
+// settle deletes the rows u holds and records, for each operation, the
+// last EVICT_STATE sequence of its events, how many of them left the
+// outbox (each row once: a settled row is gone) and, once all did, when it
+// was fully published. Guards report the sequence they applied; comparing
+// the two tells when a logout is enforced. One statement, so one round
+// trip and one transaction. u is emptied when it succeeds.
 //
 // It is planned for its arguments (QueryExecModeCacheDescribe): a cached
 // generic plan keeps the row estimates of its first executions, on a young
 // database an operations table of a few hundred rows, and joined the batch
 // against a sequential scan of the table, which took 1.5 to 9 ms a round
 // once the table had grown (evict-bench, 1,000 commands/s).
-func (r *Relay) settle(ctx context.Context, conn *pgx.Conn, done []int64, opIDs []uuid.UUID, opSeqs []int64) error {
+func (r *Relay) settle(ctx context.Context, conn *pgx.Conn, u *unsettled) error {
+	if len(u.done) == 0 {
+		return nil
+	}
 	_, err := conn.Exec(ctx, `WITH gone AS (DELETE FROM outbox WHERE seq = ANY($1))
 		UPDATE operations o SET
 			state_seq = nullif(greatest(coalesce(o.state_seq, 0), v.seq), 0),
@@ -336,10 +385,12 @@ func (r *Relay) settle(ctx context.Context, conn *pgx.Conn, done []int64, opIDs 
 			published_at = CASE WHEN o.published_events + v.n >= o.event_count
 				THEN coalesce(o.published_at, clock_timestamp()) END
 		FROM (SELECT id, max(seq) AS seq, count(*) AS n FROM unnest($2::uuid[], $3::bigint[]) AS t(id, seq) GROUP BY id) v
-		WHERE o.id = v.id`, pgx.QueryExecModeCacheDescribe, done, opIDs, opSeqs)
+		WHERE o.id = v.id`, pgx.QueryExecModeCacheDescribe, u.done, u.opIDs, u.opSeqs)
 	if err != nil {
 		return fmt.Errorf("relay: delete published rows and record operation sequences: %w", err)
 	}
+	clear(u.seqs)
+	u.done, u.opIDs, u.opSeqs = u.done[:0], u.opIDs[:0], u.opSeqs[:0]
 	return nil
 }
 

@@ -1,0 +1,166 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/bus"
+	"github.com/evict-dev/evict/internal/testenv"
+	"github.com/evict-dev/evict/services/relay"
+)
+
+// TestRelaySettles publishes an operation's outbox rows and checks when
+// they are settled (deleted, and counted on the operation): within the
+// settle interval, as soon as half a batch waits, or when the relay stops;
+// and that a row waiting to be settled is not published again.
+func TestRelaySettles(t *testing.T) {
+	tests := []struct {
+		name     string
+		batch    int
+		interval time.Duration
+		rows     int
+		// whileRunning: the outbox empties before the relay stops.
+		whileRunning bool
+	}{
+		{"within the interval", 1000, 20 * time.Millisecond, 3, true},
+		{"half a batch waits", 4, time.Hour, 10, true},
+		{"when it stops", 1000, time.Hour, 3, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			pool := testenv.Pool(t, testenv.Database(t))
+			js := testenv.JetStream(t, testenv.NATS(t).ClientURL())
+			if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
+				t.Fatal(err)
+			}
+
+			// One operation whose rows change users' state entries and
+			// record history.
+			op := uuid.New()
+			if _, err := pool.Exec(ctx, `INSERT INTO operations (id, tenant_id, kind, actor, response_status, response, event_count)
+				VALUES ($1, 't1', 'user.logout', 'test', 202, '{}', $2)`, op, tc.rows); err != nil {
+				t.Fatal(err)
+			}
+			insert := func(i int) {
+				t.Helper()
+				subject, err := events.UserStateSubject("t1", fmt.Sprintf("u%d", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i%2 == 1 {
+					subject = events.EventsPrefix + "t1.user.revoked"
+				}
+				if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_id, subject, payload, operation_id) VALUES ($1, $2, $3, $4)`,
+					uuid.New(), subject, fmt.Appendf(nil, `{"n":%d}`, i), op); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range tc.rows {
+				insert(i)
+			}
+
+			reg := prometheus.NewRegistry()
+			r, err := relay.New(relay.Config{Pool: pool, JetStream: js, BatchSize: tc.batch, SettleInterval: tc.interval,
+				PollInterval: 10 * time.Millisecond, Registerer: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rctx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- r.Run(rctx) }()
+			t.Cleanup(func() { stop(); <-done })
+
+			outbox := func() (n int) {
+				if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			testenv.Eventually(t, "every row published", func() bool { return published(t, reg) >= tc.rows })
+			if tc.whileRunning {
+				testenv.Eventually(t, "outbox settled while running", func() bool { return outbox() == 0 })
+			} else {
+				// Rows that wait to be settled are read again each round
+				// and must be skipped: one more row wakes a round.
+				insert(tc.rows)
+				if _, err := pool.Exec(ctx, "SELECT pg_notify($1, '')", relay.NotifyChannel); err != nil {
+					t.Fatal(err)
+				}
+				testenv.Eventually(t, "the last row published", func() bool { return published(t, reg) >= tc.rows+1 })
+				if n := outbox(); n != tc.rows+1 {
+					t.Fatalf("outbox holds %d rows before the relay stops, want %d (an hour's settle interval)", n, tc.rows+1)
+				}
+				stop()
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+				done <- nil // for the cleanup
+				if n := outbox(); n != 0 {
+					t.Fatalf("outbox holds %d rows after the relay stopped, want 0", n)
+				}
+				tc.rows++
+			}
+			if got := published(t, reg); got != tc.rows {
+				t.Errorf("published %d messages for %d rows: a row was published again", got, tc.rows)
+			}
+			var publishedEvents int
+			var stateSeq *int64
+			var publishedAt *time.Time
+			if err := pool.QueryRow(ctx, "SELECT published_events, state_seq, published_at FROM operations WHERE id = $1", op).
+				Scan(&publishedEvents, &stateSeq, &publishedAt); err != nil {
+				t.Fatal(err)
+			}
+			st, err := js.Stream(ctx, events.StateStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The operation's state sequence is that of its last state
+			// row: an even one.
+			lastState, err := events.UserStateSubject("t1", fmt.Sprintf("u%d", (tc.rows-1)&^1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, err := st.GetLastMsgForSubject(ctx, lastState)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := msg.Sequence
+			if publishedEvents != tc.rows || stateSeq == nil || uint64(*stateSeq) != last || publishedAt == nil {
+				t.Errorf("operation: published_events %d, state_seq %v, published_at %v; want %d, %d, set",
+					publishedEvents, deref(stateSeq), publishedAt, tc.rows, last)
+			}
+		})
+	}
+}
+
+// published is the relay's count of acknowledged publishes, both streams.
+func published(t *testing.T, reg *prometheus.Registry) int {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() == "evict_events_published_total" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return int(n)
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}

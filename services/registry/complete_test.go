@@ -241,3 +241,76 @@ func TestMaxWait(t *testing.T) {
 		}
 	}
 }
+
+// TestOneTenantWideCheckARound: each round checks every due operation but
+// one tenant-wide operation only, the oldest due, since each reads all the
+// sessions of its tenant; the others are offered unchecked and have their
+// turn in the rounds after.
+func TestOneTenantWideCheckARound(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Pool(t, testenv.Database(t))
+	insert := func(targets string, age time.Duration) uuid.UUID {
+		t.Helper()
+		op := uuid.New()
+		if _, err := pool.Exec(ctx, `INSERT INTO operations (id, tenant_id, kind, actor, response_status, response, targets, state_seq, published_at, accepted_at)
+			VALUES ($1, 'acme', 'users.logout', 'test', 202, '{}', $2, 10, clock_timestamp(), clock_timestamp() - $3::interval)`,
+			op, targets, age.String()); err != nil {
+			t.Fatal(err)
+		}
+		return op
+	}
+	const wide, users = `{"tenant": true, "user_count": 0}`, `{"user_count": 1}`
+	wides := []uuid.UUID{insert(wide, 3*time.Second), insert(wide, 2*time.Second), insert(wide, time.Second)}
+	targeted := []uuid.UUID{insert(users, 3*time.Second), insert(users, 0)}
+	r, err := New(Config{Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := func(skip [][16]byte) map[uuid.UUID]bool {
+		t.Helper()
+		cands, err := r.candidates(ctx, 0, skip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[uuid.UUID]bool{}
+		for _, c := range cands {
+			got[c.id] = c.checked
+		}
+		return got
+	}
+	for _, tc := range []struct {
+		name string
+		skip [][16]byte
+		want uuid.UUID // the one tenant-wide operation checked
+	}{
+		{"the oldest", nil, wides[0]},
+		{"the oldest due", [][16]byte{wides[0]}, wides[1]},
+	} {
+		got := checked(tc.skip)
+		for _, op := range wides {
+			if got[op] != (op == tc.want) {
+				t.Errorf("%s: tenant-wide %s checked = %v, want %v", tc.name, op, got[op], op == tc.want)
+			}
+		}
+		for _, op := range targeted {
+			if !got[op] {
+				t.Errorf("%s: targeted operation %s not checked", tc.name, op)
+			}
+		}
+	}
+	// Each round stamps the oldest tenant-wide operation (none has a
+	// session left to enforce), so three rounds stamp them all.
+	for round := 1; round <= len(wides); round++ {
+		r.lastFull = time.Time{} // a full round: the operations are older than the recent window
+		if err := r.complete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM operations WHERE completed_at IS NOT NULL AND id = ANY($1)", wides).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != round {
+			t.Errorf("after round %d, %d tenant-wide operations stamped, want %d", round, n, round)
+		}
+	}
+}

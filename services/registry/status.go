@@ -344,8 +344,9 @@ type candidate struct {
 // latest first: published, their targets recorded, and
 // their events applied by every live guard of their tenant. That leaves
 // out most incomplete operations, most of the time, before any target is
-// read. For each, except those listed in $3, it tells whether it is
-// complete, as Operation's summary would say: no target is pending or
+// read. For each, except those listed in $3 and all tenant-wide ones but
+// the oldest, it tells whether it is complete, as Operation's summary would
+// say: no target is pending or
 // deferred (see targetsSQL, whose statuses this repeats for an operation
 // every live guard applied). The EXISTS stops at the first such target.
 //
@@ -364,9 +365,14 @@ const candidatesSQL = `WITH live AS (
 		WHERE o.completed_at IS NULL AND o.published_at IS NOT NULL AND o.accepted_at > clock_timestamp() - $2::interval
 		  AND NOT EXISTS (SELECT 1 FROM pending_targets p WHERE p.operation_id = o.id)
 		  AND NOT coalesce(o.state_seq > least(t.applied, (SELECT applied FROM live WHERE scope = '')), false)
-		ORDER BY o.accepted_at DESC LIMIT 1000)
-	SELECT c.id, c.accepted_at, c.id <> ALL($3::uuid[]) AS checked,
-		c.id <> ALL($3::uuid[]) AND NOT EXISTS (
+		ORDER BY o.accepted_at DESC LIMIT 1000),
+	due AS (SELECT c.*, c.id <> ALL($3::uuid[]) AS due FROM cand c),
+	-- One tenant-wide operation a round, the oldest due: each reads the
+	-- sessions of its tenant, a million of them in a big tenant.
+	wide AS (SELECT id FROM due WHERE tenant_wide AND due ORDER BY accepted_at LIMIT 1),
+	checked AS (SELECT d.*, d.due AND (NOT d.tenant_wide OR d.id IN (SELECT id FROM wide)) AS checked FROM due d)
+	SELECT c.id, c.accepted_at, c.checked,
+		c.checked AND NOT EXISTS (
 			SELECT 1 FROM (
 				SELECT s.holder, s.termination, s.expires_at
 				FROM operation_targets t JOIN sessions s ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id
@@ -389,7 +395,7 @@ const candidatesSQL = `WITH live AS (
 					-- Or expired.
 					OR coalesce(s.expires_at < clock_timestamp(), false)))
 		) AS complete
-	FROM cand c`
+	FROM checked c`
 
 // candidates runs candidatesSQL over the operations accepted in the last
 // window, or all of them when window is 0; the operations in skip are

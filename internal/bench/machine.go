@@ -37,6 +37,12 @@ func describe(ctx context.Context, e *env) (report.Machine, report.Versions, err
 	if err := e.pool.QueryRow(ctx, "SHOW server_version").Scan(&v.PostgreSQL); err != nil {
 		return m, v, fmt.Errorf("bench: PostgreSQL version: %w", err)
 	}
+	// Without autovacuum, the tables the scenarios churn are never
+	// vacuumed nor analyzed during the run, and the later scenarios pay.
+	if err := e.pool.QueryRow(ctx, `SELECT string_agg(name || ' ' || current_setting(name), ', ' ORDER BY name)
+		FROM unnest(ARRAY['autovacuum', 'fsync', 'shared_buffers', 'synchronous_commit']) AS name`).Scan(&v.PostgreSQLSettings); err != nil {
+		return m, v, fmt.Errorf("bench: PostgreSQL settings: %w", err)
+	}
 	return m, v, nil
 }
 

@@ -190,6 +190,13 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if d.pool, err = db.Open(ctx, cfg.DatabaseURL); err != nil {
 		return nil, err
 	}
+	warnings, err := db.Warnings(ctx, d.pool)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warnings {
+		log.WarnContext(ctx, "PostgreSQL is set against evict", "detail", w)
+	}
 
 	d.NATSURL, d.ServiceNATSURL, d.NotifierNATSURL = cfg.NATSURL, cfg.NATSURL, cfg.NATSURL
 	if d.NATSURL == "" {

@@ -45,10 +45,13 @@ type Machine struct {
 type Versions struct {
 	Go         string `json:"go"`
 	PostgreSQL string `json:"postgresql"`
-	NATSServer string `json:"nats_server"`
-	NATSClient string `json:"nats_client"`
-	PGX        string `json:"pgx"`
-	Commit     string `json:"commit"`
+	// PostgreSQLSettings are the server settings that change the
+	// figures: autovacuum, fsync, synchronous_commit, shared_buffers.
+	PostgreSQLSettings string `json:"postgresql_settings"`
+	NATSServer         string `json:"nats_server"`
+	NATSClient         string `json:"nats_client"`
+	PGX                string `json:"pgx"`
+	Commit             string `json:"commit"`
 }
 
 // Row is one measured latency figure.
@@ -207,9 +210,13 @@ func (c Check) name() string {
 func (r *Report) Markdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# evict-bench report\n\n")
+	pg := r.Versions.PostgreSQL
+	if r.Versions.PostgreSQLSettings != "" {
+		pg += " (" + r.Versions.PostgreSQLSettings + ")"
+	}
 	fmt.Fprintf(&b, "Run %s, %s. Machine: %d cores (%s), %s RAM, %s. Go %s, PostgreSQL %s, nats-server %s, nats.go %s, pgx %s, commit %s.\n\n",
 		r.Started.UTC().Format(time.RFC3339), Dur(r.Elapsed).Round(), r.Machine.Cores, r.Machine.CPU, bytesIEC(r.Machine.MemoryBytes), r.Machine.OS,
-		r.Versions.Go, r.Versions.PostgreSQL, r.Versions.NATSServer, r.Versions.NATSClient, r.Versions.PGX, r.Versions.Commit)
+		r.Versions.Go, pg, r.Versions.NATSServer, r.Versions.NATSClient, r.Versions.PGX, r.Versions.Commit)
 	if len(r.Settings) > 0 {
 		b.WriteString("Settings:")
 		for i, k := range sortedKeys(r.Settings) {

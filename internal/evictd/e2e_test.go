@@ -100,6 +100,23 @@ func (b *bundle) waitPublished(t *testing.T) {
 	})
 }
 
+// settled returns the operation once the relay has settled what it
+// published: it does so every 10 ms, so the status may say publishing a
+// moment after the guards applied the events.
+func (b *bundle) settled(t *testing.T, id string) client.Operation {
+	t.Helper()
+	var op client.Operation
+	var err error
+	testenv.Eventually(t, "operation settled", func() bool {
+		op, err = b.api.Operation(context.Background(), id)
+		return err != nil || op.Status != "publishing"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return op
+}
+
 // serviceJS is JetStream as evictd's own NATS user sees it.
 func (b *bundle) serviceJS(t *testing.T) jetstream.JetStream {
 	t.Helper()
@@ -264,10 +281,7 @@ func TestEveryCommandLogsOutOnEveryGuard(t *testing.T) {
 				t.Errorf("session status = %s cause %q op %s; want %s %q %s", got.Status, got.RevokeCause, got.RevokeOperation,
 					wantStatus, tt.cause, acc.OperationID)
 			}
-			op, err := b.api.Operation(ctx, acc.OperationID)
-			if err != nil {
-				t.Fatal(err)
-			}
+			op := b.settled(t, acc.OperationID)
 			if op.Status != "published" || op.Events.Pending != 0 || op.Events.Total == 0 || op.Tenant != "acme" || op.Actor != "bootstrap" {
 				t.Errorf("operation = %+v; want published, all events out", op)
 			}
@@ -307,10 +321,7 @@ func TestBulkLogoutOfTenThousandUsers(t *testing.T) {
 	}
 	b.waitSynced(t)
 	b.validEverywhere(t, survivor)
-	op, err := b.api.Operation(ctx, acc.OperationID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	op := b.settled(t, acc.OperationID)
 	// One users.revoked event per 1,000 users.
 	if batches := len(users) / events.MaxUsersPerEvent; op.Request.UserCount != len(users) || op.Events.Total != batches || op.Status != "published" {
 		t.Errorf("operation: %d users, %d events, %s; want %d, %d, published", op.Request.UserCount, op.Events.Total, op.Status, len(users), batches)

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evict-dev/evict/events"
@@ -101,12 +100,7 @@ func TestKillDuringBulkLogout(t *testing.T) {
 	// An audit stream sourcing EVICT_STATE keeps every message the state
 	// stream ever stored for the tenant's batches of users, duplicates
 	// included, while EVICT_STATE itself keeps only the last per subject.
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := testenv.JetStream(t, ns.ClientURL())
 	audit, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name:    "CRASH_AUDIT",
 		Sources: []*jetstream.StreamSource{{Name: events.StateStream, FilterSubject: "evict.state.crash.users.>"}},

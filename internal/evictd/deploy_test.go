@@ -444,15 +444,7 @@ func TestDeployNATSPermissions(t *testing.T) {
 	}
 
 	// And nothing of it reached the stream.
-	enc, err := nats.Connect(natsURL(ns, "evictd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer enc.Close()
-	js, err := jetstream.New(enc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testenv.JetStream(t, natsURL(ns, "evictd"))
 	ctx := context.Background()
 	st, err := js.Stream(ctx, events.StateStream)
 	if err != nil {
@@ -579,15 +571,7 @@ func TestDeployNATSCluster(t *testing.T) {
 	g := testenv.Guard(t, natsURL(nodes[2], "guard"), guard.Config{})
 	logoutReachesGuard(t, d, g, "bob")
 
-	nc, err := nats.Connect(urls[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testenv.JetStream(t, urls[1])
 	for _, name := range []string{events.StateStream, events.EventsStream} {
 		st, err := js.Stream(context.Background(), name)
 		if err != nil {

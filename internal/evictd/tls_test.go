@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/testenv"
@@ -82,12 +81,7 @@ func TestTLS(t *testing.T) {
 		}
 	}
 
-	nc, err := nats.Connect(d.NATSURL, nats.Secure(tc))
-	if err != nil {
-		t.Fatalf("NATS over TLS: %v", err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := testenv.JetStream(t, d.NATSURL, nats.Secure(tc))
 	if _, err := js.Stream(context.Background(), "EVICT_STATE"); err != nil {
 		t.Errorf("guard over TLS cannot read the state stream: %v", err)
 	}

@@ -10,9 +10,10 @@ import (
 // driver.Valuer: it formats it as text, fails to encode that text in the
 // binary format, builds an error saying so, parses the text back and
 // encodes the result, for every UUID argument and every element of a UUID
-// array. At 1,000 commands/s that was 5 % of evictd's CPU (evict-bench
-// -cpuprofile). Every connection evict opens calls it: Open's pool does,
-// and so must a connection made with pgx.ConnectConfig.
+// array. At 1,000 commands/s that was 5 % of the CPU of evict-bench's
+// process, evictd and its guards (-cpuprofile). Every connection evict
+// opens calls it: NewPool's do, and so must one made with
+// pgx.ConnectConfig.
 func RegisterTypes(m *pgtype.Map) {
 	m.TryWrapEncodePlanFuncs = append([]pgtype.TryWrapEncodePlanFunc{tryWrapUUID}, m.TryWrapEncodePlanFuncs...)
 }

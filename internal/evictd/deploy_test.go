@@ -460,7 +460,7 @@ func TestDeployNATSPermissions(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	g2 := testenv.Guard(t, natsURL(ns, "guard"), guard.Config{Registerer: reg})
-	if got := gaugeValue(t, reg, "evict_guard_snapshot_entries"); got != 1 {
+	if got := testenv.Metric(t, reg, "evict_guard_snapshot_entries"); got != 1 {
 		t.Errorf("guard user loaded %v entries from the snapshot, want alice's", got)
 	}
 	if s := (guard.Session{Tenant: "acme", User: "alice", ID: "s2", IssuedAt: time.Now().Add(-time.Minute)}); !errors.Is(g2.Check(s), guard.ErrSessionRevoked) {

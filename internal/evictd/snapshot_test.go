@@ -73,7 +73,7 @@ func TestGuardStartsFromSnapshot(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			tt.cfg.Registerer = reg
 			g := testenv.Guard(t, b.d.NATSURL, tt.cfg)
-			if got := gaugeValue(t, reg, "evict_guard_snapshot_entries"); got != tt.loaded {
+			if got := testenv.Metric(t, reg, "evict_guard_snapshot_entries"); got != tt.loaded {
 				t.Errorf("entries from the snapshot: %v, want %v", got, tt.loaded)
 			}
 			if g.Entries() != len(users) {
@@ -134,7 +134,7 @@ func TestSnapshotOfAnotherStreamIsNotUsed(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	g := testenv.Guard(t, b.d.NATSURL, guard.Config{Registerer: reg})
-	if got := gaugeValue(t, reg, "evict_guard_snapshot_entries"); got != 0 {
+	if got := testenv.Metric(t, reg, "evict_guard_snapshot_entries"); got != 0 {
 		t.Errorf("loaded %v entries from a snapshot of the old stream", got)
 	}
 	if g.Entries() != 1 {
@@ -185,20 +185,4 @@ func lastState(ctx context.Context, js jetstream.JetStream, tenant, user string)
 		return nil, err
 	}
 	return s.GetLastMsgForSubject(ctx, subject)
-}
-
-// gaugeValue is the value of the gauge name in reg.
-func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no gauge %s", name)
-	return 0
 }

@@ -307,27 +307,11 @@ func TestStalePolicy(t *testing.T) {
 			if tt.counted {
 				want = 2 + 8*1000
 			}
-			if got := gathered(t, reg, "evict_guard_stale_checks_total"); got != want {
+			if got := testenv.Metric(t, reg, "evict_guard_stale_checks_total"); got != want {
 				t.Errorf("evict_guard_stale_checks_total = %v, want %v", got, want)
 			}
 		})
 	}
-}
-
-// gathered is the value of the counter named name in reg.
-func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }
 
 func TestMiddleware(t *testing.T) {

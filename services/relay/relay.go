@@ -452,6 +452,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
 		}),
 	}
+	// Both series exist from the start, at 0: a rate over a series that
+	// appears with its first publish misses that publish.
+	m.published.WithLabelValues("state")
+	m.published.WithLabelValues("events")
 	if reg != nil {
 		reg.MustRegister(m.leader, m.backlog, m.oldest, m.published, m.errors, m.delay)
 	}

@@ -77,13 +77,15 @@ func TestRelaySettles(t *testing.T) {
 			go func() { done <- r.Run(rctx) }()
 			t.Cleanup(func() { stop(); <-done })
 
+			// Acknowledged publishes, both streams.
+			published := func() int { return int(testenv.Metric(t, reg, "evict_events_published_total")) }
 			outbox := func() (n int) {
 				if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&n); err != nil {
 					t.Fatal(err)
 				}
 				return n
 			}
-			testenv.Eventually(t, "every row published", func() bool { return published(t, reg) >= tc.rows })
+			testenv.Eventually(t, "every row published", func() bool { return published() >= tc.rows })
 			if tc.whileRunning {
 				testenv.Eventually(t, "outbox settled while running", func() bool { return outbox() == 0 })
 			} else {
@@ -93,7 +95,7 @@ func TestRelaySettles(t *testing.T) {
 				if _, err := pool.Exec(ctx, "SELECT pg_notify($1, '')", relay.NotifyChannel); err != nil {
 					t.Fatal(err)
 				}
-				testenv.Eventually(t, "the last row published", func() bool { return published(t, reg) >= tc.rows+1 })
+				testenv.Eventually(t, "the last row published", func() bool { return published() >= tc.rows+1 })
 				if n := outbox(); n != tc.rows+1 {
 					t.Fatalf("outbox holds %d rows before the relay stops, want %d (an hour's settle interval)", n, tc.rows+1)
 				}
@@ -107,7 +109,7 @@ func TestRelaySettles(t *testing.T) {
 				}
 				tc.rows++
 			}
-			if got := published(t, reg); got != tc.rows {
+			if got := published(); got != tc.rows {
 				t.Errorf("published %d messages for %d rows: a row was published again", got, tc.rows)
 			}
 			var publishedEvents int
@@ -138,24 +140,6 @@ func TestRelaySettles(t *testing.T) {
 			}
 		})
 	}
-}
-
-// published is the relay's count of acknowledged publishes, both streams.
-func published(t *testing.T, reg *prometheus.Registry) int {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n float64
-	for _, mf := range mfs {
-		if mf.GetName() == "evict_events_published_total" {
-			for _, m := range mf.GetMetric() {
-				n += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return int(n)
 }
 
 func deref[T any](p *T) any {

@@ -32,7 +32,7 @@ func main() {
 	}
 }
 
-func run() error {
+func run() (err error) {
 	var cfg bench.Config
 	fs := flag.NewFlagSet("evict-bench", flag.ExitOnError)
 	fs.Float64Var(&cfg.Rate, "rate", 1000, "steady command rate per second (floor and end to end)")
@@ -57,6 +57,7 @@ func run() error {
 	only := fs.String("only", "", "comma-separated scenarios to run, of "+strings.Join(bench.Scenarios, ",")+"; default all")
 	out := fs.String("out", filepath.Join("bench-results", time.Now().Format("20060102-150405")), "results folder")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (evictd, guards and load) to this file")
+	memprofile := fs.String("memprofile", "", "write an allocation profile of the whole run (evictd, guards and load) to this file")
 	verbose := fs.Bool("v", false, "log evictd's and the guards' info messages")
 	render := fs.String("render", "", "run nothing: render report.md and the plot again from the report.json in this folder")
 	_ = fs.Parse(os.Args[1:])
@@ -64,7 +65,6 @@ func run() error {
 		return rerender(*render)
 	}
 
-	var err error
 	if cfg.Guards, err = ints(*guards); err != nil {
 		return fmt.Errorf("-guards: %w", err)
 	}
@@ -76,7 +76,7 @@ func run() error {
 	}
 	cfg.Settings = map[string]string{}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name != "out" && f.Name != "cpuprofile" && f.Name != "v" {
+		if f.Name != "out" && f.Name != "cpuprofile" && f.Name != "memprofile" && f.Name != "v" {
 			cfg.Settings[f.Name] = f.Value.String()
 		}
 	})
@@ -97,6 +97,13 @@ func run() error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if *memprofile != "" {
+		defer func() {
+			if werr := writeHeapProfile(*memprofile); werr != nil && err == nil {
+				err = werr
+			}
+		}()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	rep, err := bench.Run(ctx, cfg)
@@ -110,6 +117,20 @@ func run() error {
 		fmt.Printf("\nresults in %s\n", *out)
 	}
 	return err
+}
+
+// writeHeapProfile writes the heap profile, whose alloc_space and
+// alloc_objects samples count every allocation of the run.
+func writeHeapProfile(name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func rerender(dir string) error {

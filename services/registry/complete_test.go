@@ -314,3 +314,65 @@ func TestOneTenantWideCheckARound(t *testing.T) {
 		}
 	}
 }
+
+// TestRecentRoundReadsItsWindow checks that a recent round reads the
+// operations of its window only, through the index, and not every
+// incomplete operation there is: with 5,000 of them accepted an hour ago,
+// the round's plan reads the one recent operation. Its bound was once
+// clock_timestamp(), which is no index condition, and every round read the
+// whole index.
+func TestRecentRoundReadsItsWindow(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Pool(t, testenv.Database(t))
+	if _, err := pool.Exec(ctx, `INSERT INTO operations (id, tenant_id, kind, actor, response_status, response, state_seq, published_at, accepted_at)
+		SELECT gen_random_uuid(), 'acme', 'users.logout', 'test', 202, '{}', 10, clock_timestamp(), clock_timestamp() - interval '1 hour'
+		FROM generate_series(1, 5000)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO operations (id, tenant_id, kind, actor, response_status, response, state_seq, published_at)
+		VALUES (gen_random_uuid(), 'acme', 'users.logout', 'test', 202, '{}', 10, clock_timestamp())`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "ANALYZE operations"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []struct {
+		Plan planNode
+	}
+	within := fmt.Sprintf("%d milliseconds", recentWindow.Milliseconds())
+	if err := pool.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+candidatesSQL, r.liveInterval(), within, [][16]byte{}).Scan(&plan); err != nil {
+		t.Fatal(err)
+	}
+	if len(plan) != 1 {
+		t.Fatalf("plan: %+v", plan)
+	}
+	read := 0
+	plan[0].Plan.walk(func(n planNode) {
+		if n.Relation == "operations" || n.Index == "operations_incomplete" {
+			read = max(read, n.Rows+n.Removed)
+		}
+	})
+	if read == 0 || read > 10 {
+		t.Errorf("a recent round read %d rows of operations or of its index at once, want 1 (the one recent operation of 5,001)", read)
+	}
+}
+
+// planNode is a node of EXPLAIN (ANALYZE, FORMAT JSON).
+type planNode struct {
+	Relation string     `json:"Relation Name"`
+	Index    string     `json:"Index Name"`
+	Rows     int        `json:"Actual Rows"`
+	Removed  int        `json:"Rows Removed by Filter"`
+	Plans    []planNode `json:"Plans"`
+}
+
+func (n planNode) walk(f func(planNode)) {
+	f(n)
+	for _, c := range n.Plans {
+		c.walk(f)
+	}
+}

@@ -352,6 +352,11 @@ type candidate struct {
 //
 // At 1,000 commands a second, looking at each operation on its own (four
 // queries each) cost PostgreSQL more than the commands did.
+//
+// The window's bound is now(), the statement's start: with the volatile
+// clock_timestamp() it was no index condition, and every round read the
+// whole index of incomplete operations, 24,000 entries and 1,800 pages
+// (4 ms) after 22,000 commands on a database that had not been vacuumed.
 const candidatesSQL = `WITH live AS (
 		SELECT scope, min(applied_seq) AS applied FROM guard_instances
 		WHERE last_report_at > clock_timestamp() - $1::interval GROUP BY scope),
@@ -362,7 +367,7 @@ const candidatesSQL = `WITH live AS (
 		FROM operations o
 		-- LEAST ignores a NULL, and is NULL when the tenant has no live guard.
 		LEFT JOIN live t ON t.scope = o.tenant_id AND t.scope <> ''
-		WHERE o.completed_at IS NULL AND o.published_at IS NOT NULL AND o.accepted_at > clock_timestamp() - $2::interval
+		WHERE o.completed_at IS NULL AND o.published_at IS NOT NULL AND o.accepted_at > now() - $2::interval
 		  AND NOT EXISTS (SELECT 1 FROM pending_targets p WHERE p.operation_id = o.id)
 		  AND NOT coalesce(o.state_seq > least(t.applied, (SELECT applied FROM live WHERE scope = '')), false)
 		ORDER BY o.accepted_at DESC LIMIT 1000),

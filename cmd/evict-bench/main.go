@@ -57,6 +57,7 @@ func run() (err error) {
 	only := fs.String("only", "", "comma-separated scenarios to run, of "+strings.Join(bench.Scenarios, ",")+"; default all")
 	out := fs.String("out", filepath.Join("bench-results", time.Now().Format("20060102-150405")), "results folder")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (evictd, guards and load) to this file")
+	ops := fs.Bool("ops", false, "write every operation of each open-loop run (due, started, answered, done) to <out>/ops/")
 	memprofile := fs.String("memprofile", "", "write an allocation profile of the whole run (evictd, guards and load) to this file")
 	verbose := fs.Bool("v", false, "log evictd's and the guards' info messages")
 	render := fs.String("render", "", "run nothing: render report.md and the plot again from the report.json in this folder")
@@ -76,13 +77,16 @@ func run() (err error) {
 	}
 	cfg.Settings = map[string]string{}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name != "out" && f.Name != "cpuprofile" && f.Name != "memprofile" && f.Name != "v" {
+		if f.Name != "out" && f.Name != "cpuprofile" && f.Name != "memprofile" && f.Name != "ops" && f.Name != "v" {
 			cfg.Settings[f.Name] = f.Value.String()
 		}
 	})
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelInfo
+	}
+	if *ops {
+		cfg.OpsDir = filepath.Join(*out, "ops")
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 

@@ -59,7 +59,10 @@ type Config struct {
 	Only []string
 	// Settings are echoed into the report.
 	Settings map[string]string
-	Logger   *slog.Logger
+	// OpsDir, when set, receives each open-loop run's operations, one CSV
+	// file a run (see writeOps).
+	OpsDir string
+	Logger *slog.Logger
 }
 
 // steadyOps is the number of operations of a steady run and its warmup.

@@ -50,6 +50,8 @@ type env struct {
 	// issued is when every session the scenarios create was issued: before
 	// any watermark, so a revocation must refuse them.
 	issued time.Time
+	// runs counts the open-loop runs, to name their files in OpsDir.
+	runs int
 }
 
 // adminURL is the maintenance database the bench creates its own from.

@@ -3,6 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,6 +75,11 @@ func (e *env) run(ctx context.Context, l load) (result, error) {
 		return result{}, fmt.Errorf("bench: %s: %s", l.t.name, p)
 	}
 	from := sched.Start.Add(l.warmup)
+	if e.cfg.OpsDir != "" {
+		if err := e.writeOps(l, sched, from, late, answered); err != nil {
+			return result{}, err
+		}
+	}
 	lat, last := l.t.latencies(from)
 	first, k := from, 0
 	if l.rate > 0 {
@@ -81,4 +90,36 @@ func (e *env) run(ctx context.Context, l load) (result, error) {
 	}
 	return result{sum: stats.Summarize(lat, last.Sub(first)), lat: lat, start: sched.Start, t: l.t,
 		late: stats.Summarize(late[k:], 0), answered: stats.Summarize(answered[k:], 0)}, nil
+}
+
+// writeOps writes one line per operation of a run to OpsDir, in a file
+// named for the run: when it was due after the run's start, whether it
+// counted (not warm-up), how late it started, when send returned (for a
+// command, the API's answer) and when it completed, all from its due time
+// in microseconds; done is empty for an operation that did not complete.
+// A tail is easier to explain with the operations in order: whether the
+// slow ones come together, and at which step.
+func (e *env) writeOps(l load, sched stats.Schedule, from time.Time, late, answered []time.Duration) error {
+	e.runs++
+	name := filepath.Join(e.cfg.OpsDir, fmt.Sprintf("%02d-%s.csv", e.runs, l.t.name))
+	var b strings.Builder
+	b.WriteString("due_us,counted,late_us,answered_us,done_us\n")
+	l.t.mu.Lock()
+	for i := range l.n {
+		due := sched.Due(i)
+		done := ""
+		if it := l.t.items[l.key(i)]; it != nil && !it.doneAt.IsZero() {
+			done = strconv.FormatInt(it.doneAt.Sub(due).Microseconds(), 10)
+		}
+		fmt.Fprintf(&b, "%d,%t,%d,%d,%s\n", due.Sub(sched.Start).Microseconds(), !due.Before(from),
+			late[i].Microseconds(), answered[i].Microseconds(), done)
+	}
+	l.t.mu.Unlock()
+	if err := os.MkdirAll(e.cfg.OpsDir, 0o755); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if err := os.WriteFile(name, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return nil
 }

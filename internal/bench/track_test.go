@@ -3,9 +3,13 @@ package bench
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/evict-dev/evict/internal/bench/stats"
 )
 
 // TestTrackerLatencies checks the bookkeeping behind every latency the
@@ -43,5 +47,40 @@ func TestTrackerLatencies(t *testing.T) {
 	}
 	if err := tr.wait(context.Background(), 4, 10*time.Millisecond); !errors.Is(err, errIncomplete) {
 		t.Errorf("wait for a key only one guard has = %v, want errIncomplete", err)
+	}
+}
+
+// TestWriteOps checks the per-operation file of -ops: one line an
+// operation in schedule order, times from each one's due time, warm-up
+// lines marked, and an operation no guard completed left without a done
+// time.
+func TestWriteOps(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	e := &env{cfg: Config{OpsDir: dir}}
+	sched := stats.Schedule{Start: time.Now(), N: 3, Interval: 10 * time.Millisecond}
+	tr := newTracker("run", 1, sched.Start)
+	keys := []string{"a", "b", "c"}
+	for i, k := range keys {
+		tr.expect(k, sched.Due(i))
+	}
+	tr.count("a", sched.Due(0).Add(3*time.Millisecond))
+	tr.count("b", sched.Due(1).Add(4*time.Millisecond))
+	l := load{t: tr, n: 3, key: func(i int) string { return keys[i] }}
+	late := []time.Duration{100 * time.Microsecond, 200 * time.Microsecond, 300 * time.Microsecond}
+	answered := []time.Duration{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond}
+	if err := e.writeOps(l, sched, sched.Due(1), late, answered); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "01-run.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "due_us,counted,late_us,answered_us,done_us\n" +
+		"0,false,100,1000,3000\n" +
+		"10000,true,200,2000,4000\n" +
+		"20000,true,300,3000,\n"
+	if string(b) != want {
+		t.Errorf("ops file:\n%s\nwant:\n%s", b, want)
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/evict-dev/evict/internal/bench/report"
+	"github.com/evict-dev/evict/internal/db"
 )
 
 // describe reads the machine and the versions of what runs on it.
@@ -39,10 +42,15 @@ func describe(ctx context.Context, e *env) (report.Machine, report.Versions, err
 	}
 	// Without autovacuum, the tables the scenarios churn are never
 	// vacuumed nor analyzed during the run, and the later scenarios pay.
-	if err := e.pool.QueryRow(ctx, `SELECT string_agg(name || ' ' || current_setting(name), ', ' ORDER BY name)
-		FROM unnest(ARRAY['autovacuum', 'fsync', 'shared_buffers', 'synchronous_commit']) AS name`).Scan(&v.PostgreSQLSettings); err != nil {
+	settings, err := db.Settings(ctx, e.pool, "autovacuum", "fsync", "shared_buffers", "synchronous_commit")
+	if err != nil {
 		return m, v, fmt.Errorf("bench: PostgreSQL settings: %w", err)
 	}
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(settings)) {
+		parts = append(parts, name+" "+settings[name])
+	}
+	v.PostgreSQLSettings = strings.Join(parts, ", ")
 	return m, v, nil
 }
 

@@ -7,12 +7,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Warnings reads the server settings evict depends on and says, one
-// sentence each, which are set against it.
-func Warnings(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
+// Settings returns the server's current value of each setting named, as
+// SHOW prints it.
+func Settings(ctx context.Context, pool *pgxpool.Pool, names ...string) (map[string]string, error) {
 	settings := map[string]string{}
-	rows, err := pool.Query(ctx, `SELECT name, setting FROM pg_settings WHERE name = ANY($1)`,
-		[]string{"autovacuum", "fsync", "synchronous_commit"})
+	rows, err := pool.Query(ctx, `SELECT name, current_setting(name) FROM unnest($1::text[]) AS name`, names)
 	if err != nil {
 		return nil, fmt.Errorf("db: read settings: %w", err)
 	}
@@ -26,6 +25,16 @@ func Warnings(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("db: read settings: %w", err)
+	}
+	return settings, nil
+}
+
+// Warnings reads the server settings evict depends on and says, one
+// sentence each, which are set against it.
+func Warnings(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
+	settings, err := Settings(ctx, pool, "autovacuum", "fsync", "synchronous_commit")
+	if err != nil {
+		return nil, err
 	}
 	return warnings(settings), nil
 }

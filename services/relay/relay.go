@@ -292,10 +292,10 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, u *unsettled) (draine
 	if err != nil {
 		return false, polled, fmt.Errorf("relay: read outbox: %w", err)
 	}
-	full := len(batch) == r.cfg.BatchSize
 	if len(batch) == 0 {
-		return !full, polled, nil
+		return true, polled, nil
 	}
+	full := len(batch) == r.cfg.BatchSize
 
 	// A state subject keeps only its last message. When a batch changes one
 	// entry twice, only the newest is published: were the older one to be

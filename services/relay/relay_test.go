@@ -89,8 +89,8 @@ func TestRelaySettles(t *testing.T) {
 			if tc.whileRunning {
 				testenv.Eventually(t, "outbox settled while running", func() bool { return outbox() == 0 })
 			} else {
-				// Rows that wait to be settled are read again each round
-				// and must be skipped: one more row wakes a round.
+				// Rows that wait to be settled must be left out of the
+				// rounds after theirs: one more row wakes a round.
 				insert(tc.rows)
 				if _, err := pool.Exec(ctx, "SELECT pg_notify($1, '')", relay.NotifyChannel); err != nil {
 					t.Fatal(err)

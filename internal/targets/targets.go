@@ -38,7 +38,10 @@ type Logout struct {
 	Operation uuid.UUID
 	Tenant    string
 	Users     []string
-	NotBefore time.Time // sessions issued at or before it are revoked
+	// NotBefore: sessions issued at or before it are revoked. Zero, for
+	// one user only, means the user's watermark as the transaction stored
+	// it, which the command then need not read back.
+	NotBefore time.Time
 	Cause     string
 	Reason    string
 }
@@ -51,9 +54,15 @@ func Queue(b, feed *pgx.Batch, l Logout) {
 	// planned the one over an array anew on every execution (its generic
 	// plan, for arrays of any length, never looked cheaper than the plan
 	// for one user), which took longer than running it: 160 µs a command.
-	if len(l.Users) == 1 {
+	switch {
+	case l.NotBefore.IsZero():
+		if len(l.Users) != 1 {
+			panic("targets: a Logout without NotBefore must be of one user")
+		}
+		b.Queue(markOneStoredSQL, l.Tenant, l.Users[0], l.Cause, l.Reason, l.Operation)
+	case len(l.Users) == 1:
 		b.Queue(markOneSQL, l.Tenant, l.Users[0], l.Cause, l.Reason, l.Operation, l.NotBefore)
-	} else {
+	default:
 		b.Queue(markSQL, l.Tenant, l.Users, l.Cause, l.Reason, l.Operation, l.NotBefore)
 	}
 	feed.Queue(`INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
@@ -65,19 +74,21 @@ func Queue(b, feed *pgx.Batch, l Logout) {
 
 // markSQL marks the live sessions of users $2 (an array), issued at or
 // before $6, revoked by operation $5, and records them as its targets;
-// markOneSQL does it for one user $2.
+// markOneSQL does it for one user $2, and markOneStoredSQL for one user
+// $2 up to the user's stored watermark.
 var (
-	markSQL    = mark("FROM unnest($2::text[]) AS w(u)", "w.u")
-	markOneSQL = mark("", "$2")
+	markSQL          = mark("FROM unnest($2::text[]) AS w(u)", "w.u", "$6")
+	markOneSQL       = mark("", "$2", "$6")
+	markOneStoredSQL = mark("", "$2", "(SELECT not_before FROM user_watermarks WHERE tenant_id = $1 AND user_id = $2)")
 )
 
 // mark is the statement of markSQL with its users joined by from and
-// matched by user.
-func mark(from, user string) string {
+// matched by user, up to the watermark notBefore.
+func mark(from, user, notBefore string) string {
 	return `WITH rev AS (
-		UPDATE sessions s SET revoked_at = $6, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
+		UPDATE sessions s SET revoked_at = ` + notBefore + `, revoke_cause = $3, revoke_reason = nullif($4, ''), revoke_operation = $5
 		` + from + `
-		WHERE s.tenant_id = $1 AND s.user_id = ` + user + ` AND s.issued_at <= $6
+		WHERE s.tenant_id = $1 AND s.user_id = ` + user + ` AND s.issued_at <= ` + notBefore + `
 		  AND s.revoked_at IS NULL AND s.ended_at IS NULL
 		RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id)
 	INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"encoding/json"
-	"github.com/evict-dev/evict/services/registry"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -15,6 +14,9 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/evict-dev/evict/internal/testenv"
+	"github.com/evict-dev/evict/services/registry"
 )
 
 // openAPIDocument is the part of openapi.json that the tests read.
@@ -105,11 +107,18 @@ func newOpenAPITestServer(t *testing.T) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
+	return newTestServer(t, pool, "t")
+}
+
+// newTestServer is a Server on pool, with the admin token token, whose
+// background work does not run.
+func newTestServer(t *testing.T, pool *pgxpool.Pool, token string) *Server {
+	t.Helper()
 	reg, err := registry.New(registry.Config{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Pool: pool, AdminToken: "t", Registry: reg})
+	s, err := New(Config{Pool: pool, AdminToken: token, Registry: reg, Logger: testenv.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

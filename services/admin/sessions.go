@@ -174,7 +174,9 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 		}); err != nil {
 			return err
 		}
-		queueOutbox(&o.later, uuid.NullUUID{}, o.outbox)
+		if err := queueOutbox(&o.later, tenant, uuid.NullUUID{}, o.outbox); err != nil {
+			return err
+		}
 		if err := changes.Queue(&o.later, tenant, req.UserID, req.SessionID, changes.Started, nil); err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/evict-dev/evict/internal/bench/stats"
 	"github.com/evict-dev/evict/internal/netproxy"
 	"github.com/evict-dev/evict/internal/snapshot"
+	"github.com/evict-dev/evict/pkg/guard"
 )
 
 // Tenants whose revocations are published straight to EVICT_STATE.
@@ -54,11 +55,14 @@ func (e *env) publishUsers(ctx context.Context, tenant string, n int) error {
 	return nil
 }
 
-// coldStart publishes ColdEntries revocations, has evictd build a snapshot
-// of the state, and starts new guards (ColdRuns times each): guards of every
-// tenant, which load the snapshot and read the stream after it, then guards
-// of the cold tenant and the catch-up tenants, which read their tenants'
-// subjects of the stream from the start. It measures the time to ready and
+// coldStart publishes ColdEntries revocations, has evictd build its
+// snapshots of the state, and starts new guards (ColdRuns times each):
+// guards of every tenant, which load the snapshot of every tenant and read
+// the stream after it; then, for comparison, guards of the cold tenant and
+// the catch-up tenants told not to use snapshots, which read their tenants'
+// subjects of the stream from the start; then the same guards as they
+// start by default, from the cold tenant's own snapshot (the catch-up
+// tenants are too small to get one). It measures the time to ready and
 // the heap each entry takes. The last guard stays for the catch-up,
 // connected through a proxy that can cut it off.
 func (e *env) coldStart(ctx context.Context, rep *report.Report) (cold *benchGuard, proxy *netproxy.Proxy, err error) {
@@ -66,7 +70,7 @@ func (e *env) coldStart(ctx context.Context, rep *report.Report) (cold *benchGua
 		return nil, nil, err
 	}
 	start := time.Now()
-	h, err := snapshot.Build(ctx, e.js)
+	h, err := snapshot.Build(ctx, e.js, snapshot.TenantMin)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bench: %w", err)
 	}
@@ -87,16 +91,21 @@ func (e *env) coldStart(ctx context.Context, rep *report.Report) (cold *benchGua
 		return nil, nil, err
 	}
 	u.Host = proxy.Addr()
+	some := append([]string{coldTenant}, e.spread(catchupTenant, e.catchupOps())...)
 	for _, mode := range []struct {
-		name    string
-		tenants []string
+		name string
+		cfg  guard.Config
+		// compare: a guard started otherwise than by default, reported
+		// apart from the target
+		compare bool
 		extra   []report.Metric
 	}{
 		{name: "from evictd's snapshot, guard of every tenant", extra: []report.Metric{
-			{Name: "snapshot built by evictd (reads the stream, stores the object)", Value: built.Seconds(), Unit: "s"},
+			{Name: "snapshots built by evictd (reads the stream, stores every tenant's and the cold tenant's)", Value: built.Seconds(), Unit: "s"},
 			{Name: "snapshot size", Value: float64(info.Size) / float64(h.Entries), Unit: "B per entry"},
 		}},
-		{name: "from the stream, guard of some tenants", tenants: append([]string{coldTenant}, e.spread(catchupTenant, e.catchupOps())...)},
+		{name: "from the stream, without snapshots, guard of some tenants", cfg: guard.Config{Tenants: some, NoSnapshot: true}, compare: true},
+		{name: "from its tenant's snapshot, guard of some tenants", cfg: guard.Config{Tenants: some}},
 	} {
 		var ready []time.Duration
 		var heap float64
@@ -109,7 +118,7 @@ func (e *env) coldStart(ctx context.Context, rep *report.Report) (cold *benchGua
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
-			g, took, err := e.startGuard(ctx, fmt.Sprintf("bench-cold-%d", i), u.String(), mode.tenants)
+			g, took, err := e.startGuard(ctx, fmt.Sprintf("bench-cold-%d", i), u.String(), mode.cfg)
 			if err != nil {
 				proxy.Close()
 				return nil, nil, err
@@ -126,7 +135,11 @@ func (e *env) coldStart(ctx context.Context, rep *report.Report) (cold *benchGua
 			heap = float64(after.HeapAlloc-before.HeapAlloc) / float64(entries)
 		}
 		sum := stats.Summarize(ready, 0)
-		rep.Add(report.Row{Scenario: "cold start", Name: fmt.Sprintf("new guard loads %s entries → ready, %s", report.Num(float64(entries)), mode.name),
+		name := fmt.Sprintf("new guard loads %s entries → ready, %s", report.Num(float64(entries)), mode.name)
+		if mode.compare {
+			name = fmt.Sprintf("for comparison: guard loads %s entries → ready, %s", report.Num(float64(entries)), mode.name)
+		}
+		rep.Add(report.Row{Scenario: "cold start", Name: name,
 			Summary: sum, Extra: append([]report.Metric{
 				{Name: "entries loaded per second (median run)", Value: float64(entries) / sum.P50.Seconds(), Unit: "entries/s"},
 				{Name: "heap per revocation entry (whole guard)", Value: heap, Unit: "B"},

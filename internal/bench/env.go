@@ -174,8 +174,8 @@ type benchGuard struct {
 }
 
 // startGuard starts a guard on url (evictd's NATS, or a proxy to it) and
-// waits until it is ready. tenants limits its state as guard.Config.Tenants.
-func (e *env) startGuard(ctx context.Context, name, url string, tenants []string) (*benchGuard, time.Duration, error) {
+// waits until it is ready. Of cfg, only Tenants and NoSnapshot are used.
+func (e *env) startGuard(ctx context.Context, name, url string, cfg guard.Config) (*benchGuard, time.Duration, error) {
 	start := time.Now()
 	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
 		nats.ReconnectJitter(0, 0))
@@ -183,7 +183,8 @@ func (e *env) startGuard(ctx context.Context, name, url string, tenants []string
 		return nil, 0, fmt.Errorf("bench: guard %s: connect: %w", name, err)
 	}
 	bg := &benchGuard{e: e, nc: nc, done: make(chan error, 1)}
-	g, err := guard.New(guard.Config{Conn: nc, Instance: name, Tenants: tenants, Logger: e.log, OnRevocation: bg.applied})
+	g, err := guard.New(guard.Config{Conn: nc, Instance: name, Tenants: cfg.Tenants, NoSnapshot: cfg.NoSnapshot,
+		Logger: e.log, OnRevocation: bg.applied})
 	if err != nil {
 		nc.Close()
 		return nil, 0, err
@@ -226,7 +227,7 @@ func (bg *benchGuard) applied(r events.Revocation) {
 // growFleet starts guards until n run.
 func (e *env) growFleet(ctx context.Context, n int) error {
 	for len(e.fleet) < n {
-		bg, _, err := e.startGuard(ctx, fmt.Sprintf("bench-guard-%02d", len(e.fleet)), e.d.NATSURL, nil)
+		bg, _, err := e.startGuard(ctx, fmt.Sprintf("bench-guard-%02d", len(e.fleet)), e.d.NATSURL, guard.Config{})
 		if err != nil {
 			return err
 		}

@@ -83,14 +83,15 @@ var (
 	// streams, answer guards' session requests; hear guards' reports.
 	EvictdPermissions = &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{"evict.state.>", "evict.events.>", "$JS.API.>", "$JS.ACK.>", "_INBOX.>",
-			"$O." + snapshot.Bucket + ".>"}},
+			"$O." + snapshot.Bucket + ".>", snapshot.TenantPrefix + ">"}},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "evict.report.>", "evict.rpc.sessions.>"}},
 	}
 	// GuardPermissions: read EVICT_STATE through ordered consumers, and its
 	// last heartbeat; read the snapshot (an object of internal/snapshot's
 	// bucket: stream info, direct get of its metadata, an ordered push
-	// consumer of its chunks and its flow control); report, register
-	// sessions; never publish state or history.
+	// consumer of its chunks and its flow control), and the tenant
+	// snapshots, for a guard of this user limited to some tenants; report,
+	// register sessions; never publish state, history or snapshots.
 	GuardPermissions = &server.Permissions{
 		Publish: &server.SubjectPermission{
 			Allow: []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.EVICT_STATE",
@@ -101,6 +102,9 @@ var (
 				"$JS.API.STREAM.MSG.GET." + snapshot.Stream, "$JS.API.CONSUMER.CREATE." + snapshot.Stream,
 				"$JS.API.CONSUMER.CREATE." + snapshot.Stream + ".>", "$JS.API.CONSUMER.DELETE." + snapshot.Stream + ".>",
 				"$JS.FC." + snapshot.Stream + ".>",
+				"$JS.API.STREAM.INFO." + snapshot.TenantStream, "$JS.API.DIRECT.GET." + snapshot.TenantStream + ".>",
+				"$JS.API.CONSUMER.CREATE." + snapshot.TenantStream + ".>", "$JS.API.CONSUMER.INFO." + snapshot.TenantStream + ".>",
+				"$JS.API.CONSUMER.DELETE." + snapshot.TenantStream + ".>", "$JS.API.CONSUMER.MSG.NEXT." + snapshot.TenantStream + ".>",
 				"evict.report.>", "evict.rpc.sessions.>"},
 			Deny: guardDeny,
 		},
@@ -113,7 +117,7 @@ var (
 // consumers with random names; the durable's name is well known, and
 // pulling from it would read every tenant's revocations (and take them from
 // the notifiers), deleting or re-creating it would stop the pushes.
-var guardDeny = []string{"evict.state.>", "evict.events.>",
+var guardDeny = []string{"evict.state.>", "evict.events.>", snapshot.TenantPrefix + ">",
 	"$JS.API.CONSUMER.CREATE.EVICT_STATE." + NotifierDurable, "$JS.API.CONSUMER.CREATE.EVICT_STATE." + NotifierDurable + ".>",
 	"$JS.API.CONSUMER.INFO.EVICT_STATE." + NotifierDurable, "$JS.API.CONSUMER.DELETE.EVICT_STATE." + NotifierDurable,
 	"$JS.API.CONSUMER.MSG.NEXT.EVICT_STATE." + NotifierDurable}
@@ -122,16 +126,23 @@ var guardDeny = []string{"evict.state.>", "evict.events.>",
 // create ordered consumers filtered on one of its tenants' state or on the
 // heartbeat, and nothing wider (NATS checks the filter named in the create
 // subject against the consumer's configuration, and a multi-filter or
-// unfiltered create has no such subject, so it is refused); it reports and
-// registers sessions on subjects that name its tenants; it receives on its
-// own inbox prefix only, so it cannot read another guard's deliveries.
+// unfiltered create has no such subject, so it is refused); it may read
+// its tenants' snapshots the same way (the head by a direct get, the
+// chunks by an ordered consumer); it reports and registers sessions on
+// subjects that name its tenants; it receives on its own inbox prefix
+// only, so it cannot read another guard's deliveries.
 func TenantGuardPermissions(tenants []string, inbox string) *server.Permissions {
+	ts := snapshot.TenantStream
 	pub := []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.EVICT_STATE",
 		"$JS.API.CONSUMER.CREATE.EVICT_STATE.*." + events.HeartbeatSubject,
 		"$JS.API.CONSUMER.INFO.EVICT_STATE.*", "$JS.API.CONSUMER.DELETE.EVICT_STATE.*",
-		"$JS.API.CONSUMER.MSG.NEXT.EVICT_STATE.*"}
+		"$JS.API.CONSUMER.MSG.NEXT.EVICT_STATE.*",
+		"$JS.API.STREAM.INFO." + ts, "$JS.API.CONSUMER.INFO." + ts + ".*",
+		"$JS.API.CONSUMER.DELETE." + ts + ".*", "$JS.API.CONSUMER.MSG.NEXT." + ts + ".*"}
 	for _, t := range tenants {
 		pub = append(pub, "$JS.API.CONSUMER.CREATE.EVICT_STATE.*."+events.StatePrefix+t+".>",
+			"$JS.API.DIRECT.GET."+ts+"."+snapshot.TenantHeadSubject(t),
+			"$JS.API.CONSUMER.CREATE."+ts+".*."+snapshot.TenantSubjects(t),
 			events.ReportPrefix+t+".*.*", events.RPCPrefix+t+".*")
 	}
 	return &server.Permissions{
@@ -267,8 +278,8 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	return c
 }
 
-// EnsureStreams creates or updates EVICT_STATE, EVICT_EVENTS and the
-// snapshot bucket.
+// EnsureStreams creates or updates EVICT_STATE, EVICT_EVENTS, the
+// snapshot bucket and the stream of tenant snapshots.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
 	cfg = cfg.withDefaults()
 	streams := []jetstream.StreamConfig{{
@@ -306,6 +317,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	}
 	if _, err := js.CreateOrUpdateObjectStore(ctx, snapshot.BucketConfig(cfg.Replicas)); err != nil {
 		return fmt.Errorf("bus: object store %s: %w", snapshot.Bucket, err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, snapshot.TenantStreamConfig(cfg.Replicas)); err != nil {
+		return fmt.Errorf("bus: stream %s: %w", snapshot.TenantStream, err)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/evict-dev/evict/internal/bus"
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/keys"
+	"github.com/evict-dev/evict/internal/snapshot"
 	"github.com/evict-dev/evict/internal/testenv"
 	"github.com/evict-dev/evict/pkg/client"
 	"github.com/evict-dev/evict/pkg/guard"
@@ -306,8 +307,8 @@ func TestAuthFailuresPerAddress(t *testing.T) {
 
 // TestEmbeddedNATSGuardCredential: evictd's embedded NATS, as shipped,
 // requires credentials; the guard credential it hands to session holders
-// reads the state and reports, but cannot publish a revocation or history,
-// nor touch the streams.
+// reads the state and reports, but cannot publish a revocation, history or
+// a snapshot, nor touch the streams.
 func TestEmbeddedNATSGuardCredential(t *testing.T) {
 	b := setup(t, 1) // the guard itself runs on the guard credential
 	if _, err := nats.Connect(strings.Replace(b.d.NATSURL, "guard:", "guard:wrong", 1)); err == nil {
@@ -324,7 +325,8 @@ func TestEmbeddedNATSGuardCredential(t *testing.T) {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	for _, subject := range []string{"evict.state.acme.user.mallory", "evict.state.acme.tenant", "evict.events.acme.member.removed", "evict.state.heartbeat"} {
+	for _, subject := range []string{"evict.state.acme.user.mallory", "evict.state.acme.tenant", "evict.events.acme.member.removed", "evict.state.heartbeat",
+		"evict.snapshot.acme.head"} {
 		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond) // a refused publish is never acknowledged
 		if _, err := js.Publish(pctx, subject, []byte(`{}`)); err == nil {
 			t.Errorf("guard credential published to %s", subject)
@@ -423,6 +425,25 @@ func TestTenantGuardKey(t *testing.T) {
 		t.Error("the acme key read globex's state with a direct get")
 	}
 	cancel()
+	// Reading globex's snapshot: its head, its chunks. Its own it may read.
+	if _, err := snapshot.Build(ctx, b.serviceJS(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snapshot.ReadTenant(ctx, js, "acme", 5*time.Second); err != nil {
+		t.Errorf("the acme key cannot read acme's snapshot: %v", err)
+	}
+	c, cancel = short()
+	if _, err := snapshot.ReadTenant(c, js, "globex", time.Second); err == nil {
+		t.Error("the acme key read globex's snapshot")
+	}
+	cancel()
+	for _, filters := range [][]string{{snapshot.TenantSubjects("globex")}, {"evict.snapshot.>"}, {">"}} {
+		c, cancel := short()
+		if _, err := js.OrderedConsumer(c, snapshot.TenantStream, jetstream.OrderedConsumerConfig{FilterSubjects: filters}); err == nil {
+			t.Errorf("the acme key created a consumer of %s on %v", snapshot.TenantStream, filters)
+		}
+		cancel()
+	}
 	// The notifiers' durable consumer reads every tenant, and its name is
 	// well known: the key may not read it, nor delete or redefine it.
 	svcJS := b.serviceJS(t)
@@ -490,7 +511,8 @@ func TestTenantGuardKey(t *testing.T) {
 	// Publishing: revocations, history, another tenant's reports and
 	// session registrations.
 	for _, subject := range []string{"evict.state.acme.user.mallory", "evict.state.globex.tenant", "evict.events.acme.member.removed",
-		"evict.state.heartbeat", "evict.report.globex.api-1.applied", "evict.report.api-1.applied", "evict.rpc.sessions.globex.register"} {
+		"evict.state.heartbeat", "evict.report.globex.api-1.applied", "evict.report.api-1.applied", "evict.rpc.sessions.globex.register",
+		"evict.snapshot.acme.head", "evict.snapshot.acme.c.1.0"} {
 		if err := nc.Publish(subject, []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}

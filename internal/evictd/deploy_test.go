@@ -455,7 +455,7 @@ func TestDeployNATSPermissions(t *testing.T) {
 	}
 
 	// evictd stores a snapshot; a new guard, as the guard user, starts from it.
-	if _, err := snapshot.Build(ctx, js); err != nil {
+	if _, err := snapshot.Build(ctx, js, 1); err != nil {
 		t.Fatalf("snapshot as the evictd user: %v", err)
 	}
 	reg := prometheus.NewRegistry()
@@ -508,6 +508,19 @@ func TestDeployNATSTenantGuard(t *testing.T) {
 	d := startEvictdOn(t, natsURL(ns, "evictd"), 1)
 	g := testenv.Guard(t, natsURL(ns, "guard-acme"), guard.Config{Tenants: []string{"acme"}}, nats.CustomInboxPrefix("_INBOX.guard-acme"))
 	logoutReachesGuard(t, d, g, "alice")
+
+	// evictd stores acme's snapshot; a new guard on guard-acme starts from it.
+	if _, err := snapshot.Build(context.Background(), testenv.JetStream(t, natsURL(ns, "evictd")), 1); err != nil {
+		t.Fatalf("snapshots as the evictd user: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	g2 := testenv.Guard(t, natsURL(ns, "guard-acme"), guard.Config{Tenants: []string{"acme"}, Registerer: reg}, nats.CustomInboxPrefix("_INBOX.guard-acme"))
+	if got := testenv.Metric(t, reg, "evict_guard_snapshot_entries"); got != 1 {
+		t.Errorf("guard-acme loaded %v entries from acme's snapshot, want alice's", got)
+	}
+	if s := (guard.Session{Tenant: "acme", User: "alice", ID: "s2", IssuedAt: time.Now().Add(-time.Minute)}); !errors.Is(g2.Check(s), guard.ErrSessionRevoked) {
+		t.Error("guard-acme started from acme's snapshot lets alice through")
+	}
 }
 
 // TestDeployNATSCluster runs evictd with three stream replicas and a guard

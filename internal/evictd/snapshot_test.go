@@ -18,11 +18,12 @@ import (
 )
 
 // TestGuardStartsFromSnapshot: users are logged out, one bulk command and
-// single ones, a snapshot is built, three more users are logged out. A new
-// guard of every tenant loads the snapshot (every user of the batch is an
-// entry of its own) and reads only the stream after it, and refuses every
-// one of the users; a bystander passes. A guard told not to use snapshots,
-// and a guard of one tenant, read the whole stream and answer the same.
+// single ones, snapshots are built, three more users are logged out. A new
+// guard of every tenant loads the snapshot of every tenant (every user of
+// the batch is an entry of its own) and reads only the stream after it, and
+// refuses every one of the users; a bystander passes. A guard of one
+// tenant does the same from its tenant's snapshot. Guards told not to use
+// snapshots read the whole stream and answer the same.
 func TestGuardStartsFromSnapshot(t *testing.T) {
 	b := setup(t, 0)
 	ctx := context.Background()
@@ -45,7 +46,7 @@ func TestGuardStartsFromSnapshot(t *testing.T) {
 	// Built as evictd's user (the guards connect as the guard user: what
 	// they read of the snapshot, their NATS permissions allow).
 	js := b.serviceJS(t)
-	h, err := snapshot.Build(ctx, js)
+	h, err := snapshot.Build(ctx, js, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,8 @@ func TestGuardStartsFromSnapshot(t *testing.T) {
 	}{
 		{"every tenant", guard.Config{}, 30},
 		{"no snapshot", guard.Config{NoSnapshot: true}, 0},
-		{"one tenant", guard.Config{Tenants: []string{"acme"}}, 0},
+		{"one tenant", guard.Config{Tenants: []string{"acme"}}, 30},
+		{"one tenant, no snapshot", guard.Config{Tenants: []string{"acme"}, NoSnapshot: true}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,7 +109,7 @@ func TestSnapshotOfAnotherStreamIsNotUsed(t *testing.T) {
 	}
 	b.waitPublished(t)
 	js := b.serviceJS(t)
-	if _, err := snapshot.Build(ctx, js); err != nil {
+	if _, err := snapshot.Build(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
 	// The stream as an operator who recreated it would leave it: new, and
@@ -132,13 +134,16 @@ func TestSnapshotOfAnotherStreamIsNotUsed(t *testing.T) {
 	if _, err := js.Publish(ctx, msg.Subject, msg.Data); err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	g := testenv.Guard(t, b.d.NATSURL, guard.Config{Registerer: reg})
-	if got := testenv.Metric(t, reg, "evict_guard_snapshot_entries"); got != 0 {
-		t.Errorf("loaded %v entries from a snapshot of the old stream", got)
-	}
-	if g.Entries() != 1 {
-		t.Errorf("%d entries, want bob's", g.Entries())
+	for _, cfg := range []guard.Config{{}, {Tenants: []string{"acme"}}} {
+		reg := prometheus.NewRegistry()
+		cfg.Registerer = reg
+		g := testenv.Guard(t, b.d.NATSURL, cfg)
+		if got := testenv.Metric(t, reg, "evict_guard_snapshot_entries"); got != 0 {
+			t.Errorf("guard of %v loaded %v entries from a snapshot of the old stream", cfg.Tenants, got)
+		}
+		if g.Entries() != 1 {
+			t.Errorf("guard of %v: %d entries, want bob's", cfg.Tenants, g.Entries())
+		}
 	}
 }
 

@@ -38,6 +38,9 @@ func BucketConfig(replicas int) jetstream.ObjectStoreConfig {
 // two that build at once both store a valid snapshot, and the later wins.
 type Builder struct {
 	JetStream jetstream.JetStream
+	// TenantMin is the fewest entries for which a tenant also gets a
+	// snapshot of its own; default TenantMin.
+	TenantMin int
 	// Every is how many messages the stream may go past the snapshot
 	// before a new one is built: a new guard reads those from the stream.
 	// A stream shorter than Every gets no snapshot at all.
@@ -88,7 +91,7 @@ func (b *Builder) Run(ctx context.Context) error {
 		if err == nil && due {
 			start := time.Now()
 			var h Header
-			if h, err = Build(ctx, b.JetStream); err == nil {
+			if h, err = Build(ctx, b.JetStream, cmp.Or(b.TenantMin, TenantMin)); err == nil {
 				b.builds.WithLabelValues("ok").Inc()
 				b.seconds.Observe(time.Since(start).Seconds())
 				b.entries.Set(float64(h.Entries))
@@ -126,9 +129,11 @@ func (b *Builder) due(ctx context.Context) (bool, error) {
 }
 
 // Build reads EVICT_STATE up to its last message and stores a snapshot of
-// it in Bucket, replacing the one there. It returns what the snapshot
-// covers. The snapshot is assembled in memory (about 35 bytes an entry).
-func Build(ctx context.Context, js jetstream.JetStream) (Header, error) {
+// it in Bucket, replacing the one there, and one of each tenant with
+// tenantMin entries or more in TenantStream (none when tenantMin is 0). It
+// returns what the snapshot covers. The snapshots are assembled in memory
+// (about 35 bytes an entry, twice).
+func Build(ctx context.Context, js jetstream.JetStream, tenantMin int) (Header, error) {
 	s, err := js.Stream(ctx, events.StateStream)
 	if err != nil {
 		return Header{}, fmt.Errorf("snapshot: %w", err)
@@ -138,8 +143,18 @@ func Build(ctx context.Context, js jetstream.JetStream) (Header, error) {
 	// The header, which counts the entries, goes in front of them.
 	var body bytes.Buffer
 	w := newWriter(&body)
+	tenants := &tenantParts{min: tenantMin, parts: map[string]*tenantPart{}}
+	add := w.Add
+	if tenantMin > 0 {
+		add = func(e Entry) error {
+			if err := w.Add(e); err != nil {
+				return err
+			}
+			return tenants.add(e)
+		}
+	}
 	if h.Seq > 0 {
-		if err := read(ctx, s, h.Seq, w.Add); err != nil {
+		if err := read(ctx, s, h.Seq, add); err != nil {
 			return h, err
 		}
 	}
@@ -165,7 +180,7 @@ func Build(ctx context.Context, js jetstream.JetStream) (Header, error) {
 	if _, err := obs.Put(ctx, meta, &full); err != nil {
 		return h, fmt.Errorf("snapshot: store: %w", err)
 	}
-	return h, nil
+	return h, tenants.store(ctx, js, h)
 }
 
 // read calls add for each entry of the stream's messages up to sequence

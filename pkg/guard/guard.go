@@ -104,9 +104,11 @@ type Config struct {
 	// DrainTimeout bounds how long in-flight work (see Busy) may keep a
 	// revoked session's live connections open. Default 5m.
 	DrainTimeout time.Duration
-	// NoSnapshot makes a guard of every tenant read the whole state stream
-	// at start instead of evict's latest snapshot and the stream after it
-	// (a guard limited to tenants always reads the stream).
+	// NoSnapshot makes the guard read the whole state stream at start
+	// instead of evict's latest snapshot and the stream after it: the
+	// snapshot of every tenant for a guard of every tenant, each tenant's
+	// own (evict keeps one for tenants of 10,000 entries or more) for a
+	// guard limited to tenants.
 	NoSnapshot bool
 	// OnRevocation, when set, is called on the guard's apply goroutine after
 	// each revocation is applied. It must not block.
@@ -351,8 +353,9 @@ func (g *Guard) Run(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
-	// A guard of every tenant starts from evict's snapshot when there is
-	// one, and reads the stream after it.
+	// A guard starts from evict's snapshot when there is one, and reads
+	// the stream after it: a guard of every tenant from the snapshot of
+	// them all, a guard limited to tenants from each tenant's own.
 	var from uint64
 	if len(g.cfg.Tenants) == 0 && !g.cfg.NoSnapshot {
 		if from, err = g.loadSnapshot(ctx, js, stream); err != nil {
@@ -366,10 +369,23 @@ func (g *Guard) Run(ctx context.Context) error {
 			it.Stop()
 		}
 	}()
+	var loaded float64 // entries from tenant snapshots
 	for _, f := range g.feeds {
 		cc := jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{f.filter},
 			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		}
+		from := from
+		if f.tenant != "" && !g.cfg.NoSnapshot {
+			var n uint64
+			from, n, err = g.loadTenantSnapshot(ctx, js, stream, f.tenant)
+			switch {
+			case errors.Is(err, snapshot.ErrNoTenantSnapshot):
+			case err != nil:
+				g.log.WarnContext(ctx, "tenant snapshot not used; reading the tenant's whole state", "tenant", f.tenant, "err", err)
+			}
+			loaded += float64(n)
+			g.metrics.snapshot.Set(loaded)
 		}
 		if from > 0 {
 			cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
@@ -600,7 +616,6 @@ func (p Policy) String() string {
 // an earlier stream of the same name, or one that does not read back whole,
 // is an error, and the guard reads the whole stream.
 func (g *Guard) loadSnapshot(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream) (uint64, error) {
-	info := stream.CachedInfo()
 	obs, err := js.ObjectStore(ctx, snapshot.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return 0, nil
@@ -622,12 +637,48 @@ func (g *Guard) loadSnapshot(ctx context.Context, js jetstream.JetStream, stream
 	if err != nil {
 		return 0, fmt.Errorf("guard: snapshot: %w", err)
 	}
+	h, err := g.applySnapshot(stream, data)
+	if err != nil {
+		return 0, err
+	}
+	g.appliedSq.Store(h.Seq)
+	g.metrics.snapshot.Set(float64(h.Entries))
+	// The stream after the snapshot may hold no heartbeat yet; the latest
+	// one, if the snapshot covers it, vouches for the state all the same.
+	if hb, err := stream.GetLastMsgForSubject(ctx, events.HeartbeatSubject); err == nil && hb.Sequence <= h.Seq {
+		g.heartbeat(hb.Data, time.Now())
+	}
+	g.log.InfoContext(ctx, "snapshot loaded", "entries", h.Entries, "sequence", h.Seq)
+	return h.Seq, nil
+}
+
+// loadTenantSnapshot applies evict's latest snapshot of tenant and returns
+// the stream sequence it covers and its entries; it fails with
+// snapshot.ErrNoTenantSnapshot when there is none. The heartbeat has a feed
+// of its own, read from the start.
+func (g *Guard) loadTenantSnapshot(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, tenant string) (seq, entries uint64, err error) {
+	data, err := snapshot.ReadTenant(ctx, js, tenant, time.Minute)
+	if err != nil {
+		return 0, 0, err
+	}
+	h, err := g.applySnapshot(stream, data)
+	if err != nil {
+		return 0, 0, err
+	}
+	g.log.InfoContext(ctx, "tenant snapshot loaded", "tenant", tenant, "entries", h.Entries, "sequence", h.Seq)
+	return h.Seq, h.Entries, nil
+}
+
+// applySnapshot applies the snapshot in data, read whole and checked, if it
+// is of stream.
+func (g *Guard) applySnapshot(stream jetstream.Stream, data []byte) (snapshot.Header, error) {
+	info := stream.CachedInfo()
 	h, each, err := snapshot.ReadHeader(bytes.NewReader(data))
 	if err != nil {
-		return 0, fmt.Errorf("guard: %w", err)
+		return h, fmt.Errorf("guard: %w", err)
 	}
 	if info == nil || !h.StreamCreated.Equal(info.Created) || h.Seq > info.State.LastSeq {
-		return 0, fmt.Errorf("guard: the snapshot (to sequence %d, stream created %s) is not of this stream", h.Seq, h.StreamCreated)
+		return h, fmt.Errorf("guard: the snapshot (to sequence %d, stream created %s) is not of this stream", h.Seq, h.StreamCreated)
 	}
 	// No feed applies anything yet: this goroutine is the set's writer.
 	g.set.Reserve(g.set.Len() + int(min(h.Entries, 1<<27)))
@@ -640,15 +691,7 @@ func (g *Guard) loadSnapshot(ctx context.Context, js jetstream.JetStream, stream
 	if err != nil {
 		// What was applied is evict's own state, read back whole: it
 		// stays, and the stream read from the start covers the rest.
-		return 0, fmt.Errorf("guard: %w", err)
+		return h, fmt.Errorf("guard: %w", err)
 	}
-	g.appliedSq.Store(h.Seq)
-	g.metrics.snapshot.Set(float64(h.Entries))
-	// The stream after the snapshot may hold no heartbeat yet; the latest
-	// one, if the snapshot covers it, vouches for the state all the same.
-	if hb, err := stream.GetLastMsgForSubject(ctx, events.HeartbeatSubject); err == nil && hb.Sequence <= h.Seq {
-		g.heartbeat(hb.Data, time.Now())
-	}
-	g.log.InfoContext(ctx, "snapshot loaded", "entries", h.Entries, "sequence", h.Seq)
-	return h.Seq, nil
+	return h, nil
 }

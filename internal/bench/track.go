@@ -28,7 +28,12 @@ type tracker struct {
 	only    *benchGuard     // when set, the one guard that counts
 	issued  time.Time
 
-	mu      sync.Mutex
+	// mu guards items, done, changed and each item's times. Guards count
+	// under its read lock, with an atomic count per item: with one lock
+	// for all, ten guards applying a bulk logout's 100,000 users queued on
+	// it, and the hook took 44 % of their apply loops' CPU (0.39 of 0.88 s
+	// in a profile), which the enforcement time counted.
+	mu      sync.RWMutex
 	items   map[string]*item
 	done    int
 	changed chan struct{} // closed and replaced when done grows
@@ -39,7 +44,7 @@ type tracker struct {
 
 type item struct {
 	due, doneAt time.Time
-	count       int
+	count       atomic.Int32
 }
 
 // newTracker tracks the revocations of tenants (the floor's counts name
@@ -71,18 +76,26 @@ func (t *tracker) arrive(bg *benchGuard, r events.Revocation) {
 
 // count records that one more guard (or floor consumer) has key at now.
 func (t *tracker) count(key string, now time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	it := t.item(key)
-	it.count++
-	if it.count == t.want {
-		it.doneAt = now
-		t.done++
-		close(t.changed)
-		t.changed = make(chan struct{})
+	t.mu.RLock()
+	it := t.items[key]
+	t.mu.RUnlock()
+	if it == nil {
+		t.mu.Lock()
+		it = t.item(key)
+		t.mu.Unlock()
 	}
+	if int(it.count.Add(1)) != t.want {
+		return
+	}
+	t.mu.Lock()
+	it.doneAt = now
+	t.done++
+	close(t.changed)
+	t.changed = make(chan struct{})
+	t.mu.Unlock()
 }
 
+// item returns key's item, added if new; t.mu must be held for writing.
 func (t *tracker) item(key string) *item {
 	it := t.items[key]
 	if it == nil {

@@ -82,9 +82,7 @@ func revokeUsers(ctx context.Context, tx cmdQuerier, o *op, users []string, caus
 // storedWatermark). So a command that logs out one user, most of them,
 // sends everything, from BEGIN to COMMIT, in one round trip. The second
 // round trip it made when it read the watermark back cost both processes
-// a write, a read and a wake-up each; at 1,000 commands a second on two
-// cores, where the command rate is bound by CPU, that is what it saves
-// (docs/benchmarks.md).
+// a write, a read and a wake-up (docs/benchmarks.md, item 33).
 func revokeUser(o *op, user, cause, group string) error {
 	o.later.Queue(`INSERT INTO user_watermarks AS w (tenant_id, user_id, not_before, operation_id, cause, reason)
 		VALUES ($1, $2, clock_timestamp(), $3, $4, nullif($5, ''))

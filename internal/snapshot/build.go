@@ -32,15 +32,13 @@ func BucketConfig(replicas int) jetstream.ObjectStoreConfig {
 	}
 }
 
-// Builder keeps the snapshot in Bucket current: every Interval it looks at
+// Builder keeps the snapshot in Bucket current, and with it the tenant
+// snapshots (see Build): every Interval it looks at
 // how far EVICT_STATE has gone past the snapshot, and builds a new one once
 // that is Every messages or more. Several evictd replicas may each run one:
 // two that build at once both store a valid snapshot, and the later wins.
 type Builder struct {
 	JetStream jetstream.JetStream
-	// TenantMin is the fewest entries for which a tenant also gets a
-	// snapshot of its own; default TenantMin.
-	TenantMin int
 	// Every is how many messages the stream may go past the snapshot
 	// before a new one is built: a new guard reads those from the stream.
 	// A stream shorter than Every gets no snapshot at all.
@@ -91,7 +89,7 @@ func (b *Builder) Run(ctx context.Context) error {
 		if err == nil && due {
 			start := time.Now()
 			var h Header
-			if h, err = Build(ctx, b.JetStream, cmp.Or(b.TenantMin, TenantMin)); err == nil {
+			if h, err = Build(ctx, b.JetStream, TenantMin); err == nil {
 				b.builds.WithLabelValues("ok").Inc()
 				b.seconds.Observe(time.Since(start).Seconds())
 				b.entries.Set(float64(h.Entries))

@@ -7,9 +7,10 @@
 // load, where the stream takes seconds. evictd builds the snapshots
 // (Builder); pkg/guard reads them (Read).
 //
-// A snapshot holds the entries of every tenant, so only guards of every
-// tenant read it; a guard limited to tenants reads its tenants' subjects of
-// the stream, as before.
+// That snapshot holds the entries of every tenant, so only guards of every
+// tenant read it; a guard limited to tenants reads each of its tenants'
+// own snapshot, which a tenant of TenantMin entries or more gets (see
+// tenant.go), and its tenants' subjects of the stream after it.
 //
 // Format, all integers as Go's binary varints: the magic line
 // "evict-snapshot-1\n", then the header (uvarint stream sequence covered,

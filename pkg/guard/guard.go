@@ -377,15 +377,15 @@ func (g *Guard) Run(ctx context.Context) error {
 		}
 		from := from
 		if f.tenant != "" && !g.cfg.NoSnapshot {
-			var n uint64
-			from, n, err = g.loadTenantSnapshot(ctx, js, stream, f.tenant)
+			seq, n, err := g.loadTenantSnapshot(ctx, js, stream, f.tenant)
 			switch {
-			case errors.Is(err, snapshot.ErrNoTenantSnapshot):
-			case err != nil:
+			case err == nil:
+				from = seq
+				loaded += float64(n)
+				g.metrics.snapshot.Set(loaded)
+			case !errors.Is(err, snapshot.ErrNoTenantSnapshot):
 				g.log.WarnContext(ctx, "tenant snapshot not used; reading the tenant's whole state", "tenant", f.tenant, "err", err)
 			}
-			loaded += float64(n)
-			g.metrics.snapshot.Set(loaded)
 		}
 		if from > 0 {
 			cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1

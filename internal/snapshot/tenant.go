@@ -59,9 +59,13 @@ func TenantHeadSubject(tenant string) string { return TenantPrefix + tenant + ".
 // TenantSubjects is every subject of tenant's snapshots.
 func TenantSubjects(tenant string) string { return TenantPrefix + tenant + ".>" }
 
-func chunkFilter(tenant string, build uint64) string {
-	return TenantPrefix + tenant + ".c." + strconv.FormatUint(build, 10) + ".>"
+// chunkPrefix begins the subjects of the chunks of tenant's build; the
+// chunk's number ends them.
+func chunkPrefix(tenant string, build uint64) string {
+	return TenantPrefix + tenant + ".c." + strconv.FormatUint(build, 10) + "."
 }
+
+func chunkFilter(tenant string, build uint64) string { return chunkPrefix(tenant, build) + ">" }
 
 // tenantHead says which build is a tenant's latest and how to check it.
 type tenantHead struct {
@@ -145,7 +149,7 @@ func storeTenant(ctx context.Context, js jetstream.JetStream, s jetstream.Stream
 	sum := sha256.Sum256(data)
 	head := tenantHead{Build: build, Size: len(data), SHA256: hex.EncodeToString(sum[:]), Previous: prev.Build}
 	for off := 0; off < len(data); off += chunkSize {
-		subject := TenantPrefix + tenant + ".c." + strconv.FormatUint(build, 10) + "." + strconv.Itoa(head.Chunks)
+		subject := chunkPrefix(tenant, build) + strconv.Itoa(head.Chunks)
 		if _, err := js.Publish(ctx, subject, data[off:min(off+chunkSize, len(data))]); err != nil {
 			return fmt.Errorf("snapshot: store %s: %w", subject, err)
 		}

@@ -31,8 +31,10 @@ import (
 const (
 	TenantStream = "EVICT_TENANT_SNAPSHOTS"
 	TenantPrefix = "evict.snapshot."
-	// TenantMin is the fewest entries for which a tenant gets a snapshot:
-	// a guard reads fewer from the stream about as fast.
+	// TenantMin is the fewest entries for which a tenant gets a snapshot.
+	// Fewer take a guard at most about 45 ms to read from the stream, at
+	// the 230,000–320,000 entries a second evict-bench measured there (a
+	// snapshot loads 2,000,000–2,500,000); not worth a snapshot's upkeep.
 	TenantMin = 10_000
 	// chunkSize stays under NATS's default max_payload of 1 MiB.
 	chunkSize = 512 << 10

@@ -17,6 +17,7 @@ import (
 
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/snapshot"
+	"github.com/evict-dev/evict/internal/wake"
 )
 
 // EmbeddedConfig configures the embedded NATS server.
@@ -80,11 +81,12 @@ func NotifierPermissions(durable string) *server.Permissions {
 // carries the same for an external NATS.
 var (
 	// EvictdPermissions: publish revocations and history, manage the
-	// streams, answer guards' session requests; hear guards' reports.
+	// streams, answer guards' session requests; hear guards' reports;
+	// send and hear the hints between evictd processes.
 	EvictdPermissions = &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{"evict.state.>", "evict.events.>", "$JS.API.>", "$JS.ACK.>", "_INBOX.>",
-			"$O." + snapshot.Bucket + ".>", snapshot.TenantPrefix + ">"}},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "evict.report.>", "evict.rpc.sessions.>"}},
+			"$O." + snapshot.Bucket + ".>", snapshot.TenantPrefix + ">", wake.Prefix + ">"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "evict.report.>", "evict.rpc.sessions.>", wake.Prefix + ">"}},
 	}
 	// GuardPermissions: read EVICT_STATE through ordered consumers, and its
 	// last heartbeat; read the snapshot (an object of internal/snapshot's
@@ -112,12 +114,13 @@ var (
 	}
 )
 
-// guardDeny is what no guard may publish: state, history, and any request
+// guardDeny is what no guard may publish: state, history, snapshots,
+// evictd's hints, and any request
 // that names the notifiers' durable consumer. Guards read through ordered
 // consumers with random names; the durable's name is well known, and
 // pulling from it would read every tenant's revocations (and take them from
 // the notifiers), deleting or re-creating it would stop the pushes.
-var guardDeny = []string{"evict.state.>", "evict.events.>", snapshot.TenantPrefix + ">",
+var guardDeny = []string{"evict.state.>", "evict.events.>", snapshot.TenantPrefix + ">", wake.Prefix + ">",
 	"$JS.API.CONSUMER.CREATE.EVICT_STATE." + NotifierDurable, "$JS.API.CONSUMER.CREATE.EVICT_STATE." + NotifierDurable + ".>",
 	"$JS.API.CONSUMER.INFO.EVICT_STATE." + NotifierDurable, "$JS.API.CONSUMER.DELETE.EVICT_STATE." + NotifierDurable,
 	"$JS.API.CONSUMER.MSG.NEXT.EVICT_STATE." + NotifierDurable}

@@ -1,7 +1,7 @@
 // Package changes appends to the per-tenant feed of session changes that
 // live views stream (Server-Sent Events with Last-Event-ID resume). Writers
-// append inside the transaction of the change itself, and wake the streams
-// with Notify once it has committed.
+// append inside the transaction of the change itself, and hint the streams
+// (internal/wake) once it has committed.
 package changes
 
 import (
@@ -10,11 +10,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
-
-// Channel is notified, with the tenant id as payload, after a change.
-const Channel = "evict_session_changes"
 
 // Kinds of changes.
 const (
@@ -43,28 +39,8 @@ func Queue(b *pgx.Batch, tenant, user, session, kind string, detail map[string]a
 	return nil
 }
 
-// Execer runs a statement: a pool or a connection, outside any transaction.
-type Execer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
-
-// Notify wakes the streams of each tenant. Call it after the changes
-// committed, not inside their transaction: a NOTIFY inside a transaction
-// holds PostgreSQL's cluster-wide notify lock through the commit's WAL
-// flush, which queues the commits of every tenant behind one another. A
-// wake lost to a crash right after a commit only delays the change: the
-// streams look every 15 seconds anyway.
-func Notify(ctx context.Context, db Execer, tenants ...string) error {
-	for _, t := range tenants {
-		if _, err := db.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, t); err != nil {
-			return fmt.Errorf("changes: notify: %w", err)
-		}
-	}
-	return nil
-}
-
-// Record appends one change; wake the tenant's streams with Notify after
-// the commit.
+// Record appends one change; hint the tenant's streams (wake.Hub.Sessions)
+// after the commit.
 func Record(ctx context.Context, tx pgx.Tx, tenant, user, session, kind string, detail map[string]any) error {
 	var b pgx.Batch
 	if err := Queue(&b, tenant, user, session, kind, detail); err != nil {

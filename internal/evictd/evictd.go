@@ -38,6 +38,7 @@ import (
 	"github.com/evict-dev/evict/internal/db"
 	"github.com/evict-dev/evict/internal/keys"
 	"github.com/evict-dev/evict/internal/snapshot"
+	"github.com/evict-dev/evict/internal/wake"
 	"github.com/evict-dev/evict/services/admin"
 	"github.com/evict-dev/evict/services/notifier"
 	"github.com/evict-dev/evict/services/registry"
@@ -73,6 +74,7 @@ type Daemon struct {
 	pool     *pgxpool.Pool
 	ns       *server.Server
 	nc       *nats.Conn
+	hintNC   *nats.Conn // the wake hub's: NoEcho, so this process does not hear its own hints
 	http     *http.Server
 	done     chan struct{}
 	err      error
@@ -250,6 +252,15 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", RedactURL(d.ServiceNATSURL), err)
 	}
+	d.hintNC, err = nats.Connect(d.ServiceNATSURL, append(d.natsOpts, nats.Name("evictd-wake"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond), nats.NoEcho())...)
+	if err != nil {
+		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", RedactURL(d.ServiceNATSURL), err)
+	}
+	hub := wake.New(log)
+	if err := hub.Connect(d.hintNC); err != nil {
+		return nil, fmt.Errorf("evictd: %w", err)
+	}
 	js, err := jetstream.New(d.nc, jetstream.WithPublishAsyncMaxPending(max(4*cfg.RelayBatch, 4096)))
 	if err != nil {
 		return nil, fmt.Errorf("evictd: %w", err)
@@ -261,13 +272,13 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rl, err := relay.New(relay.Config{Pool: d.pool, JetStream: js, Instance: cfg.Instance, BatchSize: cfg.RelayBatch,
-		HeartbeatInterval: cfg.HeartbeatInterval,
-		Registerer:        reg, Logger: log})
+		HeartbeatInterval: cfg.HeartbeatInterval, Wake: hub,
+		Registerer: reg, Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	registrySvc, err := registry.New(registry.Config{Pool: d.pool, Conn: d.nc, Liveness: cfg.GuardLiveness, SeenChangeEvery: cfg.SeenChangeEvery,
-		Retention: cfg.Retention, TidyInterval: cfg.TidyInterval, Registerer: reg, Logger: log})
+		Retention: cfg.Retention, TidyInterval: cfg.TidyInterval, Registerer: reg, Logger: log, Wake: hub})
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +286,7 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	api, err := admin.New(admin.Config{OIDC: oidcCfg, Pool: d.pool, AdminToken: d.AdminToken, Registerer: reg, Logger: log, Registry: registrySvc,
+	api, err := admin.New(admin.Config{OIDC: oidcCfg, Pool: d.pool, AdminToken: d.AdminToken, Registerer: reg, Logger: log, Registry: registrySvc, Wake: hub,
 		RateLimit: cfg.RateLimit, Burst: cfg.RateBurst, AuthFailureBurst: cfg.AuthFailureBurst,
 		Ready: func(r *http.Request) error {
 			if err := d.pool.Ping(r.Context()); err != nil {
@@ -416,6 +427,9 @@ func (d *Daemon) close() {
 		// whatever else is buffered and close.
 		_ = d.nc.FlushTimeout(2 * time.Second)
 		d.nc.Close()
+	}
+	if d.hintNC != nil {
+		d.hintNC.Close()
 	}
 	if d.ns != nil {
 		d.ns.Shutdown()

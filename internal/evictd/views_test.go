@@ -136,6 +136,28 @@ func TestSessionStreamInOrderAndResumes(t *testing.T) {
 	}
 }
 
+// TestSessionStreamHearsOtherReplicas: a live view served by one replica
+// sees, well before its 15-second look, a session that another replica
+// registered: the other's hint reaches it through the embedded NATS, as
+// user evictd.
+func TestSessionStreamHearsOtherReplicas(t *testing.T) {
+	a := setup(t, 0)
+	d, _ := startDaemon(t, a.dbURL, a.d.ServiceNATSURL)
+	b := &bundle{d: d, api: client.New("http://"+d.HTTPAddr, token, nil), dbURL: a.dbURL}
+	if _, err := a.api.CreateTenant(context.Background(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	stream, stop := openStream(t, b, "/v1/tenants/acme/sessions/stream", "")
+	defer stop()
+	for i, via := range []*bundle{b, a} { // this replica first: the stream is past its first read
+		sid := fmt.Sprintf("s%d", i)
+		via.register(t, "acme", "dave", sid)
+		if ev := next(t, stream); ev.kind != "started" || ev.data["session_id"] != sid {
+			t.Fatalf("stream sent %s %v, want started %s", ev.kind, ev.data, sid)
+		}
+	}
+}
+
 // TestSessionListing: one user's sessions and the tenant's live sessions,
 // with filters, prefix search, cursor pagination, totals and ETags.
 func TestSessionListing(t *testing.T) {

@@ -23,7 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/evict-dev/evict/internal/changes"
+	"github.com/evict-dev/evict/internal/wake"
 )
 
 // Inline is the most users whose sessions a command records in its own
@@ -106,10 +106,11 @@ func Defer(b *pgx.Batch, l Logout) {
 // Record does the pending work of operation op, Slice users per
 // transaction, and returns when none is left. Another process working on
 // the same row is not waited for: each slice is taken under the row's lock
-// and skipped while someone else holds it.
-func Record(ctx context.Context, pool *pgxpool.Pool, op uuid.UUID) error {
+// and skipped while someone else holds it. Each slice hints the tenant's
+// live views through w.
+func Record(ctx context.Context, pool *pgxpool.Pool, w *wake.Hub, op uuid.UUID) error {
 	for {
-		more, err := recordSlice(ctx, pool, op)
+		more, err := recordSlice(ctx, pool, w, op)
 		if err != nil || !more {
 			return err
 		}
@@ -118,7 +119,7 @@ func Record(ctx context.Context, pool *pgxpool.Pool, op uuid.UUID) error {
 
 // recordSlice records the next slice of op's users; more is false when
 // the row is gone or taken.
-func recordSlice(ctx context.Context, pool *pgxpool.Pool, op uuid.UUID) (more bool, err error) {
+func recordSlice(ctx context.Context, pool *pgxpool.Pool, w *wake.Hub, op uuid.UUID) (more bool, err error) {
 	var tenant string
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var l Logout
@@ -153,16 +154,14 @@ func recordSlice(ctx context.Context, pool *pgxpool.Pool, op uuid.UUID) (more bo
 		return false, fmt.Errorf("targets: record %s: %w", op, err)
 	}
 	if tenant != "" {
-		if err := changes.Notify(context.WithoutCancel(ctx), pool, tenant); err != nil {
-			return more, err
-		}
+		w.Sessions(tenant)
 	}
 	return more, nil
 }
 
 // RecordAll records every operation's pending work that nobody is doing,
 // oldest first: what a crash left.
-func RecordAll(ctx context.Context, pool *pgxpool.Pool) error {
+func RecordAll(ctx context.Context, pool *pgxpool.Pool, w *wake.Hub) error {
 	rows, err := pool.Query(ctx, "SELECT operation_id FROM pending_targets ORDER BY created_at")
 	if err != nil {
 		return fmt.Errorf("targets: pending: %w", err)
@@ -172,7 +171,7 @@ func RecordAll(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("targets: pending: %w", err)
 	}
 	for _, op := range ops {
-		if err := Record(ctx, pool, op); err != nil {
+		if err := Record(ctx, pool, w, op); err != nil {
 			return err
 		}
 	}

@@ -55,7 +55,7 @@ func TestRecordAllFinishesWhatACrashLeft(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() {
-			if err := targets.RecordAll(ctx, pool); err != nil {
+			if err := targets.RecordAll(ctx, pool, nil); err != nil {
 				t.Error(err)
 			}
 		})
@@ -63,7 +63,7 @@ func TestRecordAllFinishesWhatACrashLeft(t *testing.T) {
 	wg.Wait()
 	// Whichever recorder found the row locked gave up on it; make sure
 	// nothing is left for a third.
-	if err := targets.RecordAll(ctx, pool); err != nil {
+	if err := targets.RecordAll(ctx, pool, nil); err != nil {
 		t.Fatal(err)
 	}
 

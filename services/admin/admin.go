@@ -29,6 +29,7 @@ import (
 
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/keys"
+	"github.com/evict-dev/evict/internal/wake"
 	"github.com/evict-dev/evict/services/registry"
 )
 
@@ -69,6 +70,10 @@ type Config struct {
 	// Ready reports whether the service can take commands (database and
 	// NATS reachable); nil means always ready.
 	Ready func(*http.Request) error
+	// Wake carries hints: a command's, after its commit, to the relay and
+	// to the live views of every process; other processes', to this
+	// server's live views. nil: a hub of this server alone.
+	Wake *wake.Hub
 }
 
 // Server serves the admin API.
@@ -76,6 +81,7 @@ type Server struct {
 	pool     *pgxpool.Pool
 	registry *registry.Registry
 	feed     feed
+	wake     *wake.Hub
 	limits   limiter
 	failures limiter // failed authentications per client address
 	oidc     *OIDC
@@ -127,6 +133,11 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.wake = cfg.Wake
+	if s.wake == nil {
+		s.wake = wake.New(s.log)
+	}
+	s.wake.OnSessions(s.feed.wake)
 	s.limits = newLimiter(cfg.RateLimit, cfg.Burst)
 	s.failures = newLimiter(1, cmp.Or(cfg.AuthFailureBurst, 20))
 	s.routes()

@@ -23,9 +23,8 @@ type cmdQuerier interface {
 // for a core: evict-bench measured the round trips, not the statements, as
 // what bounded the command rate. So BEGIN and the tenant lock wait in
 // pending and go with the command's first statement, and the statements
-// whose results the command does not need go with COMMIT and the NOTIFY
-// that wakes the relay. A command that logs out one user makes two round
-// trips where pgx.BeginFunc made six.
+// whose results the command does not need go with COMMIT. A command that
+// logs out one user makes one round trip where pgx.BeginFunc made six.
 type cmdTx struct {
 	conn    *pgx.Conn
 	pending []pendingStmt
@@ -143,44 +142,34 @@ func (t *cmdTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return firstRow{rows: rows, err: err}
 }
 
-// commit sends the pending statements, b's, COMMIT and then, in a
-// transaction of their own, the wake statements, in one round trip. A
-// failed wake is returned as wakeErr: the command is committed all the
-// same, and the relay's poll picks its events up.
-func (t *cmdTx) commit(ctx context.Context, b *pgx.Batch, wake *pgx.Batch) (wakeErr, err error) {
+// commit sends the pending statements, b's and COMMIT in one round trip.
+func (t *cmdTx) commit(ctx context.Context, b *pgx.Batch) error {
 	n := b.Len()
-	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, n+1+wake.Len())}
+	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, n+1)}
 	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
 	all.Queue("commit")
-	all.QueuedQueries = append(all.QueuedQueries, wake.QueuedQueries...)
 	br, err := t.send(ctx, all)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer func() {
-		if cerr := br.Close(); cerr != nil && err == nil && wakeErr == nil {
-			wakeErr = cerr
-		}
-	}()
 	for i := 0; i < n; i++ {
 		if _, err := br.Exec(); err != nil {
-			return nil, err
+			_ = br.Close()
+			return err
 		}
 	}
 	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// A COMMIT of a transaction that had failed answers ROLLBACK.
 	if tag.String() != "COMMIT" {
-		return nil, pgx.ErrTxCommitRollback
+		return pgx.ErrTxCommitRollback
 	}
-	for i := 0; i < wake.Len(); i++ {
-		if _, err := br.Exec(); err != nil {
-			return err, nil
-		}
-	}
-	return nil, nil
+	return nil
 }
 
 // batchRows are the rows of a batch's last statement; closing them closes

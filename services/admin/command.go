@@ -15,13 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/evict-dev/evict/events"
-	"github.com/evict-dev/evict/internal/changes"
 )
-
-// NotifyChannel is the PostgreSQL channel a command notifies after writing
-// outbox rows, so that the relay publishes them at once instead of at its
-// next poll.
-const NotifyChannel = "evict_outbox"
 
 // maxTargetSample is how many target identifiers an operation keeps for
 // display; the count is always exact.
@@ -180,10 +174,10 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 
 	var status int
 	var body []byte
-	var wakeErr error
 	var pending uuid.NullUUID // the operation, when it left its targets for later
+	var hint hints
 	err = s.inCmdTx(r.Context(), func(ctx context.Context, tx *cmdTx) error {
-		wakeErr, pending = nil, uuid.NullUUID{}
+		pending, hint = uuid.NullUUID{}, hints{}
 		if key != "" {
 			var prevHash []byte
 			err := tx.QueryRow(ctx, `SELECT request_hash, response_status, response FROM operations
@@ -248,19 +242,17 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 		for _, q := range o.feed.QueuedQueries {
 			b.Queue(q.SQL, q.Arguments...)
 		}
-		wake := wakeup{tenant: c.tenant, outbox: len(o.outbox) > 0, feed: o.feed.Len() > 0}.batch()
-		if wakeErr, err = tx.commit(ctx, b, wake); err != nil {
+		if err := tx.commit(ctx, b); err != nil {
 			return fmt.Errorf("admin: %s: %w", c.kind, err)
 		}
+		hint = hints{tenant: c.tenant, outbox: len(o.outbox) > 0, sessions: o.feed.Len() > 0}
 		pending = uuid.NullUUID{UUID: id, Valid: o.pendingTargets}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if wakeErr != nil {
-		s.log.WarnContext(r.Context(), "wake after commit", "tenant", c.tenant, "err", wakeErr)
-	}
+	s.hint(hint)
 	if pending.Valid {
 		select {
 		case s.pendingTargets <- pending.UUID:
@@ -346,37 +338,22 @@ func queueOutbox(b *pgx.Batch, tenant string, opID uuid.NullUUID, rows []outboxR
 	return nil
 }
 
-// wakeup is what a committed transaction wakes.
-type wakeup struct {
-	tenant string
-	outbox bool // the relay: new outbox rows
-	feed   bool // the tenant's live session views
+// hints are what a committed transaction hints (see internal/wake).
+type hints struct {
+	tenant   string
+	outbox   bool // the relay: new outbox rows
+	sessions bool // the tenant's live session views
 }
 
-// batch is the NOTIFY of the relay and of the tenant's live views, sent
-// after the commit. Inside the transaction a NOTIFY would hold PostgreSQL's
-// cluster-wide notify lock through the commit's WAL flush, so that commands
-// of every tenant would commit one at a time (evict-bench measured the
-// command rate it caps; see docs/benchmarks.md). A wake lost to a crash
+// hint sends h after its transaction committed. A hint lost to a crash
 // right after the commit only delays: the relay polls every second,
-// streams every 15.
-func (w wakeup) batch() *pgx.Batch {
-	b := &pgx.Batch{}
-	if w.outbox {
-		b.Queue("SELECT pg_notify($1, '')", NotifyChannel)
+// streams look every 15.
+func (s *Server) hint(h hints) {
+	if h.outbox {
+		s.wake.Outbox()
 	}
-	if w.feed {
-		b.Queue("SELECT pg_notify($1, $2)", changes.Channel, w.tenant)
-	}
-	return b
-}
-
-// wake sends w's NOTIFY after a transaction committed.
-func (s *Server) wake(ctx context.Context, w wakeup) {
-	// The transaction is committed: a client gone now must not stop the wake.
-	ctx = context.WithoutCancel(ctx)
-	if err := s.pool.SendBatch(ctx, w.batch()).Close(); err != nil {
-		s.log.WarnContext(ctx, "wake after commit", "tenant", w.tenant, "err", err)
+	if h.sessions {
+		s.wake.Sessions(h.tenant)
 	}
 }
 

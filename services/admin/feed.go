@@ -12,12 +12,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/evict-dev/evict/internal/changes"
 )
 
-// feed wakes Server-Sent Events streams when a tenant's sessions change. One
-// LISTEN connection serves every stream of the process.
+// feed wakes Server-Sent Events streams when a tenant's sessions change,
+// on the hints of internal/wake.
 type feed struct {
 	mu      sync.Mutex
 	waiters map[string]chan struct{} // closed at the tenant's next change
@@ -46,58 +44,16 @@ func (f *feed) wake(tenant string) {
 	}
 }
 
-func (f *feed) wakeAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for t, ch := range f.waiters {
-		close(ch)
-		delete(f.waiters, t)
-	}
-}
-
 // Run does the API's background work until ctx ends: it writes the audit
-// rows of rate-limited authentication failures (see auditSuppressed),
+// rows of rate-limited authentication failures (see auditSuppressed) and
 // records the targets that large commands left for after their commit
-// (see recordTargets), and listens for session changes, reconnecting on
-// errors.
-// Streams also look every 15 seconds (with their keep-alive), so a lost
-// notification delays an event but never drops it.
+// (see recordTargets).
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.auditSuppressed(ctx) })
 	wg.Go(func() { s.recordTargets(ctx) })
-	defer wg.Wait()
-	for ctx.Err() == nil {
-		err := s.listen(ctx)
-		if ctx.Err() != nil {
-			break
-		}
-		s.log.WarnContext(ctx, "session change listener", "err", err)
-		s.feed.wakeAll()
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
+	wg.Wait()
 	return nil
-}
-
-func (s *Server) listen(ctx context.Context) error {
-	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+changes.Channel); err != nil {
-		return err
-	}
-	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			return err
-		}
-		s.feed.wake(n.Payload)
-	}
 }
 
 // changeEvent is the data of one Server-Sent Event.

@@ -120,7 +120,7 @@ const recordTargetsEvery = 30 * time.Second
 func (s *Server) recordTargets(ctx context.Context) {
 	t := time.NewTicker(recordTargetsEvery)
 	defer t.Stop()
-	err := optargets.RecordAll(ctx, s.pool)
+	err := optargets.RecordAll(ctx, s.pool, s.wake)
 	for {
 		if err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "record targets; retrying later", "err", err)
@@ -129,9 +129,9 @@ func (s *Server) recordTargets(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case op := <-s.pendingTargets:
-			err = optargets.Record(ctx, s.pool, op)
+			err = optargets.Record(ctx, s.pool, s.wake, op)
 		case <-t.C:
-			err = optargets.RecordAll(ctx, s.pool)
+			err = optargets.RecordAll(ctx, s.pool, s.wake)
 		}
 	}
 }

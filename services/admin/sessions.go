@@ -186,7 +186,7 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if created {
-		s.wake(r.Context(), wakeup{tenant: tenant, outbox: true, feed: true})
+		s.hint(hints{tenant: tenant, outbox: true, sessions: true})
 	}
 	w.Header().Set("Location", "/v1/tenants/"+tenant+"/sessions/"+req.SessionID)
 	if created {

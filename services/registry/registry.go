@@ -28,6 +28,7 @@ import (
 
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/changes"
+	"github.com/evict-dev/evict/internal/wake"
 )
 
 // Config configures a Registry.
@@ -53,6 +54,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Wake carries the hints that a tenant's sessions changed to the live
+	// views; nil: none are sent.
+	Wake *wake.Hub
 }
 
 // Registry ingests guard reports and completes operations.
@@ -333,7 +337,8 @@ func (r *Registry) flushSeen(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return changes.Notify(ctx, r.cfg.Pool, woken...)
+	r.cfg.Wake.Sessions(woken...)
+	return nil
 }
 
 // recordTermination stores a deferred or terminated state reported by the
@@ -354,7 +359,7 @@ func (r *Registry) recordTermination(ctx context.Context, t events.SessionTermin
 	})
 	if err == nil {
 		r.signal()
-		err = changes.Notify(ctx, r.cfg.Pool, t.Tenant)
+		r.cfg.Wake.Sessions(t.Tenant)
 	}
 	return err
 }

@@ -5,10 +5,10 @@
 // to the event id and deletes them once JetStream acknowledged them, so a
 // crash at any point loses nothing, and a republish after a crash is dropped
 // by JetStream's de-duplication. Several evictd replicas may run the relay:
-// a PostgreSQL advisory lock elects one leader, the others stand by. The
-// leader LISTENs for the NOTIFY each command sends, so an event leaves within
-// a fraction of a millisecond of its commit; the poll interval is only the
-// safety net.
+// a PostgreSQL advisory lock elects one leader, the others stand by. Each
+// command hints the leader after its commit (internal/wake), so an event
+// leaves within a fraction of a millisecond of its commit; the poll
+// interval is only the safety net.
 package relay
 
 import (
@@ -20,6 +20,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,10 +32,8 @@ import (
 
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/db"
+	"github.com/evict-dev/evict/internal/wake"
 )
-
-// NotifyChannel must match the channel commands notify (admin.NotifyChannel).
-const NotifyChannel = "evict_outbox"
 
 // leaderLock is the advisory lock key held by the leading relay ("evictrel").
 const leaderLock = 0x6576696374726c
@@ -63,6 +62,9 @@ type Config struct {
 	// SettleInterval is the longest a published row waits to be deleted
 	// and counted on its operation. Default 10ms.
 	SettleInterval time.Duration
+	// Wake brings the hints that the outbox holds new rows; nil: the
+	// relay only polls.
+	Wake *wake.Hub
 	// Registerer receives the relay's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger; default slog.Default().
@@ -74,6 +76,8 @@ type Relay struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
+	leading atomic.Bool
+	hint    chan struct{} // a round is due: the outbox holds new rows
 }
 
 // New returns a Relay for cfg.
@@ -107,7 +111,28 @@ func New(cfg Config) (*Relay, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Relay{cfg: cfg, log: log.With("component", "relay", "instance", cfg.Instance), metrics: newMetrics(cfg.Registerer)}, nil
+	r := &Relay{cfg: cfg, log: log.With("component", "relay", "instance", cfg.Instance), metrics: newMetrics(cfg.Registerer),
+		hint: make(chan struct{}, 1)}
+	if cfg.Wake != nil {
+		cfg.Wake.OnOutbox(r.Hint)
+	}
+	return r, nil
+}
+
+// Hint tells the relay that the outbox holds new rows, committed before
+// the call, and reports whether it leads. When it does, a round that reads
+// them follows; when it does not, the hint is for the leader, wherever it
+// runs. A relay that stops leading after it said it led leaves the rows to
+// the next leader, whose first round reads the outbox.
+func (r *Relay) Hint() bool {
+	if !r.leading.Load() {
+		return false
+	}
+	select {
+	case r.hint <- struct{}{}:
+	default: // a round is due already, and it reads whatever committed before it
+	}
+	return true
 }
 
 var errStandby = errors.New("relay: another replica leads")
@@ -155,12 +180,11 @@ func (r *Relay) lead(ctx context.Context) error {
 	if !leader {
 		return errStandby
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
-		return fmt.Errorf("relay: listen: %w", err)
-	}
 	r.log.InfoContext(ctx, "relay is leader")
 	r.metrics.leader.Set(1)
+	r.leading.Store(true)
 	defer func() {
+		r.leading.Store(false)
 		// Only the leader's outbox gauges are current; a former leader's
 		// must not keep an alert firing.
 		r.metrics.leader.Set(0)
@@ -211,14 +235,14 @@ func (r *Relay) lead(ctx context.Context) error {
 		if len(u.done) > 0 {
 			wait = min(wait, r.cfg.SettleInterval-time.Since(u.since))
 		}
-		wctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))
-		_, err = conn.WaitForNotification(wctx)
-		cancel()
-		if err != nil && ctx.Err() != nil {
+		timer := time.NewTimer(max(wait, time.Millisecond))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
 			return ctx.Err()
-		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("relay: wait for notification: %w", err)
+		case <-r.hint:
+			timer.Stop()
+		case <-timer.C:
 		}
 	}
 }

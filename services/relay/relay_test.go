@@ -3,15 +3,18 @@ package relay_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/bus"
 	"github.com/evict-dev/evict/internal/testenv"
+	"github.com/evict-dev/evict/internal/wake"
 	"github.com/evict-dev/evict/services/relay"
 )
 
@@ -66,16 +69,8 @@ func TestRelaySettles(t *testing.T) {
 				insert(i)
 			}
 
-			reg := prometheus.NewRegistry()
-			r, err := relay.New(relay.Config{Pool: pool, JetStream: js, BatchSize: tc.batch, SettleInterval: tc.interval,
-				PollInterval: 10 * time.Millisecond, Registerer: reg})
-			if err != nil {
-				t.Fatal(err)
-			}
-			rctx, stop := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- r.Run(rctx) }()
-			t.Cleanup(func() { stop(); <-done })
+			r, reg, stop, wait := run(t, relay.Config{Pool: pool, JetStream: js, BatchSize: tc.batch, SettleInterval: tc.interval,
+				PollInterval: 10 * time.Millisecond})
 
 			// Acknowledged publishes, both streams.
 			published := func() int { return int(testenv.Metric(t, reg, "evict_events_published_total")) }
@@ -92,18 +87,17 @@ func TestRelaySettles(t *testing.T) {
 				// Rows that wait to be settled must be left out of the
 				// rounds after theirs: one more row wakes a round.
 				insert(tc.rows)
-				if _, err := pool.Exec(ctx, "SELECT pg_notify($1, '')", relay.NotifyChannel); err != nil {
-					t.Fatal(err)
+				if !r.Hint() {
+					t.Fatal("the relay does not lead")
 				}
 				testenv.Eventually(t, "the last row published", func() bool { return published() >= tc.rows+1 })
 				if n := outbox(); n != tc.rows+1 {
 					t.Fatalf("outbox holds %d rows before the relay stops, want %d (an hour's settle interval)", n, tc.rows+1)
 				}
 				stop()
-				if err := <-done; err != nil {
+				if err := wait(); err != nil {
 					t.Fatal(err)
 				}
-				done <- nil // for the cleanup
 				if n := outbox(); n != 0 {
 					t.Fatalf("outbox holds %d rows after the relay stopped, want 0", n)
 				}
@@ -142,9 +136,91 @@ func TestRelaySettles(t *testing.T) {
 	}
 }
 
+// run runs a relay of cfg, with a registry of its own, until stop is
+// called or the test ends; wait returns what Run returned.
+func run(t *testing.T, cfg relay.Config) (r *relay.Relay, reg *prometheus.Registry, stop context.CancelFunc, wait func() error) {
+	t.Helper()
+	reg = prometheus.NewRegistry()
+	cfg.Registerer = reg
+	if cfg.Logger == nil {
+		cfg.Logger = testenv.Quiet
+	}
+	r, err := relay.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	wait = sync.OnceValue(func() error { return <-done })
+	t.Cleanup(func() {
+		stop()
+		_ = wait()
+	})
+	return r, reg, stop, wait
+}
+
 func deref[T any](p *T) any {
 	if p == nil {
 		return nil
 	}
 	return *p
+}
+
+// TestRelayLeavesOnHint: with polls and heartbeats an hour apart, only a
+// hint makes the leader read the outbox: one from this process (Hint),
+// one that another process sent through NATS (wake.Hub.Outbox), and a
+// hint sent while the relay was busy.
+func TestRelayLeavesOnHint(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Pool(t, testenv.Database(t))
+	url := testenv.NATS(t).ClientURL()
+	js := testenv.JetStream(t, url)
+	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	hub := func() *wake.Hub {
+		nc, err := nats.Connect(url, nats.NoEcho())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		h := wake.New(testenv.Quiet)
+		if err := h.Connect(nc); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	local, other := hub(), hub()
+	r, reg, _, _ := run(t, relay.Config{Pool: pool, JetStream: js, Wake: local,
+		PollInterval: time.Hour, HeartbeatInterval: time.Hour, SettleInterval: time.Millisecond})
+	testenv.Eventually(t, "leadership", func() bool { return testenv.Metric(t, reg, "evict_relay_leader") == 1 })
+
+	published := func() int { return int(testenv.Metric(t, reg, "evict_events_published_total")) }
+	insert := func(user string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, '{}')`,
+			uuid.New(), events.EventsPrefix+"t1.user.revoked."+user); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, send := range []func(){
+		func() {
+			if !r.Hint() {
+				t.Fatal("Hint: the relay does not lead")
+			}
+		},
+		other.Outbox,
+	} {
+		insert(fmt.Sprintf("u%d", i))
+		send()
+		testenv.Eventually(t, fmt.Sprintf("hint %d published", i), func() bool { return published() == i+1 })
+	}
+	// Hints while the relay waits for a round of its own to end count:
+	// the round after them reads what they announced.
+	for i := range 50 {
+		insert(fmt.Sprintf("burst%d", i))
+		local.Outbox()
+	}
+	testenv.Eventually(t, "burst published", func() bool { return published() == 52 })
 }

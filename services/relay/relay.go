@@ -192,48 +192,31 @@ func (r *Relay) lead(ctx context.Context) error {
 		r.metrics.oldest.Set(0)
 	}()
 
-	var lastBeat, lastStats time.Time
-	var u unsettled
+	var l leading
 	defer func() {
 		// What is published is settled on the way out, so that the next
 		// leader does not publish it again; if this fails, it does, and
 		// JetStream drops the duplicates.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.AckTimeout)
 		defer cancel()
-		if err := r.settle(sctx, conn, &u); err != nil {
+		if err := r.settle(sctx, conn, &l.u); err != nil {
 			r.log.WarnContext(ctx, "settle on leaving", "err", err)
 		}
 	}()
 	for {
-		drained, polled, err := r.drain(ctx, conn, &u)
+		drained, err := r.round(ctx, conn, &l)
 		if err != nil {
 			return err
 		}
-		now := time.Now()
-		if len(u.done) >= r.cfg.BatchSize/2 || (len(u.done) > 0 && now.Sub(u.since) >= r.cfg.SettleInterval) {
-			if err := r.settle(ctx, conn, &u); err != nil {
-				return err
-			}
-		}
-		if drained && now.Sub(lastBeat) >= r.cfg.HeartbeatInterval {
-			if err := r.heartbeat(ctx, polled); err != nil {
-				r.log.WarnContext(ctx, "heartbeat failed", "err", err)
-			} else {
-				lastBeat = now
-			}
-		}
-		if now.Sub(lastStats) >= r.cfg.HeartbeatInterval {
-			if err := r.stats(ctx, conn); err != nil {
-				return err
-			}
-			lastStats = now
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		if !drained {
 			continue
 		}
-		wait := min(r.cfg.PollInterval, r.cfg.HeartbeatInterval-time.Since(lastBeat))
-		if len(u.done) > 0 {
-			wait = min(wait, r.cfg.SettleInterval-time.Since(u.since))
+		wait := min(r.cfg.PollInterval, r.cfg.HeartbeatInterval-time.Since(l.lastBeat))
+		if len(l.u.done) > 0 {
+			wait = min(wait, r.cfg.SettleInterval-time.Since(l.u.since))
 		}
 		timer := time.NewTimer(max(wait, time.Millisecond))
 		select {
@@ -245,6 +228,46 @@ func (r *Relay) lead(ctx context.Context) error {
 		case <-timer.C:
 		}
 	}
+}
+
+// leading is what a leader keeps between its rounds.
+type leading struct {
+	u                   unsettled
+	lastBeat, lastStats time.Time
+}
+
+// round publishes a batch and settles, heartbeats and measures the outbox
+// when they are due; it reports whether the outbox was drained. A round
+// runs to its end even when ctx ends, bounded by AckTimeout: stopped in
+// the middle of a query, pgx closes the connection, and what the leader
+// had published could not be settled on its way out.
+func (r *Relay) round(ctx context.Context, conn *pgx.Conn, l *leading) (drained bool, err error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.AckTimeout)
+	defer cancel()
+	drained, polled, err := r.drain(rctx, conn, &l.u)
+	if err != nil {
+		return false, err
+	}
+	now := time.Now()
+	if len(l.u.done) >= r.cfg.BatchSize/2 || (len(l.u.done) > 0 && now.Sub(l.u.since) >= r.cfg.SettleInterval) {
+		if err := r.settle(rctx, conn, &l.u); err != nil {
+			return false, err
+		}
+	}
+	if drained && now.Sub(l.lastBeat) >= r.cfg.HeartbeatInterval {
+		if err := r.heartbeat(rctx, polled); err != nil {
+			r.log.WarnContext(ctx, "heartbeat failed", "err", err)
+		} else {
+			l.lastBeat = now
+		}
+	}
+	if now.Sub(l.lastStats) >= r.cfg.HeartbeatInterval {
+		if err := r.stats(rctx, conn); err != nil {
+			return false, err
+		}
+		l.lastStats = now
+	}
+	return drained, nil
 }
 
 // unsettled are the rows published but not yet settled: still in the
@@ -344,11 +367,11 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, u *unsettled) (draine
 		}
 		futures[i] = f
 	}
+	// Not on ctx: what was acknowledged before a timeout is settled below
+	// (or on the leader's way out), not published again.
 	select {
 	case <-r.cfg.JetStream.PublishAsyncComplete():
 	case <-time.After(r.cfg.AckTimeout):
-	case <-ctx.Done():
-		return false, polled, ctx.Err()
 	}
 
 	// Settle the acknowledged prefix only: what follows a failure is

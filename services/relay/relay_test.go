@@ -224,3 +224,68 @@ func TestRelayLeavesOnHint(t *testing.T) {
 	}
 	testenv.Eventually(t, "burst published", func() bool { return published() == 52 })
 }
+
+// TestRelayStopsAfterItsRound: a relay told to stop while a round's query
+// waits finishes the round and settles what it published on its way out.
+// Cancelling the query instead made pgx close the connection, and those
+// rows stayed in the outbox for the next leader to publish again.
+func TestRelayStopsAfterItsRound(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Pool(t, testenv.Database(t))
+	js := testenv.JetStream(t, testenv.NATS(t).ClientURL())
+	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(user string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, '{}')`,
+			uuid.New(), events.EventsPrefix+"t1.user.revoked."+user); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		insert(fmt.Sprintf("u%d", i))
+	}
+	// Rounds every 10 ms that only read: the first round's heartbeat and
+	// outbox statistics are the last for an hour.
+	_, reg, stop, wait := run(t, relay.Config{Pool: pool, JetStream: js,
+		PollInterval: 10 * time.Millisecond, HeartbeatInterval: time.Hour, SettleInterval: time.Hour})
+	testenv.Eventually(t, "rows published", func() bool { return testenv.Metric(t, reg, "evict_events_published_total") == 3 })
+	// The first round's statistics, its last query but reads, are done.
+	testenv.Eventually(t, "outbox statistics", func() bool { return testenv.Metric(t, reg, "evict_outbox_backlog") == 3 })
+
+	// The next round's read waits for this lock.
+	lock, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, "LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "a round waiting for the lock", func() bool {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT seq, operation_id%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+	stop()
+	// Long enough for a cancelled query to have closed the connection;
+	// the lock is released after the stop either way.
+	time.Sleep(100 * time.Millisecond)
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("outbox holds %d rows after the relay stopped, want 0: what it published was not settled", n)
+	}
+}

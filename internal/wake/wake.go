@@ -10,8 +10,8 @@
 // listens. The hints were PostgreSQL NOTIFYs: a NOTIFY is a transaction of
 // its own, with a transaction id and a commit record, and PostgreSQL
 // signals every listening backend of the database for it. At 1,000
-// commands/s in evict-bench, PostgreSQL used 0.50–0.56 of a core with them
-// and 0.44–0.46 without (docs/benchmarks.md, item 36).
+// commands/s in evict-bench, PostgreSQL used 0.47–0.64 of a core with them
+// and 0.43–0.50 without (docs/benchmarks.md, item 36).
 package wake
 
 import (

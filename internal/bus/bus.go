@@ -115,11 +115,11 @@ var (
 )
 
 // guardDeny is what no guard may publish: state, history, snapshots,
-// evictd's hints, and any request
-// that names the notifiers' durable consumer. Guards read through ordered
-// consumers with random names; the durable's name is well known, and
-// pulling from it would read every tenant's revocations (and take them from
-// the notifiers), deleting or re-creating it would stop the pushes.
+// evictd's hints, and any request that names the notifiers' durable
+// consumer. Guards read through ordered consumers with random names; the
+// durable's name is well known, and pulling from it would read every
+// tenant's revocations (and take them from the notifiers), deleting or
+// re-creating it would stop the pushes.
 var guardDeny = []string{"evict.state.>", "evict.events.>", snapshot.TenantPrefix + ">", wake.Prefix + ">",
 	"$JS.API.CONSUMER.CREATE.EVICT_STATE." + NotifierDurable, "$JS.API.CONSUMER.CREATE.EVICT_STATE." + NotifierDurable + ".>",
 	"$JS.API.CONSUMER.INFO.EVICT_STATE." + NotifierDurable, "$JS.API.CONSUMER.DELETE.EVICT_STATE." + NotifierDurable,

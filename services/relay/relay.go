@@ -192,7 +192,7 @@ func (r *Relay) lead(ctx context.Context) error {
 		r.metrics.oldest.Set(0)
 	}()
 
-	var l leading
+	var l leaderState
 	defer func() {
 		// What is published is settled on the way out, so that the next
 		// leader does not publish it again; if this fails, it does, and
@@ -230,8 +230,8 @@ func (r *Relay) lead(ctx context.Context) error {
 	}
 }
 
-// leading is what a leader keeps between its rounds.
-type leading struct {
+// leaderState is what a leader keeps between its rounds.
+type leaderState struct {
 	u                   unsettled
 	lastBeat, lastStats time.Time
 }
@@ -241,7 +241,7 @@ type leading struct {
 // runs to its end even when ctx ends, bounded by AckTimeout: stopped in
 // the middle of a query, pgx closes the connection, and what the leader
 // had published could not be settled on its way out.
-func (r *Relay) round(ctx context.Context, conn *pgx.Conn, l *leading) (drained bool, err error) {
+func (r *Relay) round(ctx context.Context, conn *pgx.Conn, l *leaderState) (drained bool, err error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.AckTimeout)
 	defer cancel()
 	drained, polled, err := r.drain(rctx, conn, &l.u)

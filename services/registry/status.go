@@ -379,16 +379,7 @@ const candidatesSQL = `WITH live AS (
 	SELECT c.id, c.accepted_at, c.checked,
 		c.checked AND NOT EXISTS (
 			SELECT 1 FROM (
-				SELECT s.holder, s.termination, s.expires_at
-				FROM operation_targets t JOIN sessions s ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id
-				WHERE t.operation_id = c.id
-				UNION ALL
-				SELECT s.holder, s.termination, s.expires_at FROM sessions s
-				WHERE c.tenant_wide AND s.tenant_id = c.tenant_id AND s.registered_at <= c.accepted_at
-				  AND (s.ended_at IS NULL OR s.ended_at >= c.accepted_at)
-				  AND (s.revoked_at IS NULL OR s.revoked_at >= c.accepted_at OR s.revoke_operation = c.id)) s
-			WHERE s.termination IS DISTINCT FROM 'terminated' AND (
-				s.termination = 'deferred' OR c.state_seq IS NULL OR NOT (
+				SELECT s.termination, s.expires_at,
 					-- Enforced: its holder's latest report that counts for
 					-- the tenant applied the events; a session without a
 					-- holder, once every live guard did, and there is one.
@@ -396,9 +387,27 @@ const candidatesSQL = `WITH live AS (
 						SELECT g.applied_seq >= c.state_seq FROM guard_instances g
 						WHERE g.instance = s.holder AND g.scope IN ('', c.tenant_id)
 						ORDER BY g.last_report_at DESC LIMIT 1), false)
+					ELSE c.guarded END AS applied
+				FROM operation_targets t JOIN sessions s ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id
+				WHERE t.operation_id = c.id
+				UNION ALL
+				-- The same for every session of a tenant-wide logout, with
+				-- each holder's latest report looked up once: as a subquery
+				-- per session it ran a million times for a tenant of a
+				-- million sessions, 2.2 s a check instead of 0.3 s.
+				SELECT s.termination, s.expires_at,
+					CASE WHEN s.holder IS NOT NULL THEN coalesce(h.applied_seq >= c.state_seq, false)
 					ELSE c.guarded END
-					-- Or expired.
-					OR coalesce(s.expires_at < clock_timestamp(), false)))
+				FROM sessions s
+				LEFT JOIN (SELECT DISTINCT ON (g.instance) g.instance, g.applied_seq FROM guard_instances g
+					WHERE g.scope IN ('', c.tenant_id) ORDER BY g.instance, g.last_report_at DESC) h ON h.instance = s.holder
+				WHERE c.tenant_wide AND s.tenant_id = c.tenant_id AND s.registered_at <= c.accepted_at
+				  AND (s.ended_at IS NULL OR s.ended_at >= c.accepted_at)
+				  AND (s.revoked_at IS NULL OR s.revoked_at >= c.accepted_at OR s.revoke_operation = c.id)) s
+			WHERE s.termination IS DISTINCT FROM 'terminated' AND (
+				s.termination = 'deferred' OR c.state_seq IS NULL
+				-- Neither enforced nor expired.
+				OR NOT (s.applied OR coalesce(s.expires_at < clock_timestamp(), false)))
 		) AS complete
 	FROM checked c`
 

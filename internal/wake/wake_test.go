@@ -53,11 +53,11 @@ func receive[T any](t *testing.T, ch <-chan T, what string) T {
 	return zero
 }
 
-// sync sends a sessions hint of marker from p and waits until to hears
-// it, after every hint p sent before (NATS keeps one connection's order),
-// and until p itself had it: what is left in the channels then is all
-// that was delivered.
-func sync(t *testing.T, from, to *process) {
+// barrier sends a sessions hint "marker" from one process and waits until
+// the other hears it, after every hint sent before it (NATS keeps one
+// connection's order), and until the sender itself had it: what is left
+// in the channels then is all that was delivered.
+func barrier(t *testing.T, from, to *process) {
 	t.Helper()
 	from.hub.Sessions("marker")
 	if got := receive(t, from.sessions, "local marker"); got != "marker" {
@@ -88,7 +88,7 @@ func TestOutboxHint(t *testing.T) {
 			a := newProcess(t, url, tc.relay, tc.leads)
 			b := newProcess(t, url, true, true)
 			a.hub.Outbox()
-			sync(t, a, b)
+			barrier(t, a, b)
 			if got := len(a.outbox); got != tc.localCalls {
 				t.Errorf("local relay hinted %d times, want %d", got, tc.localCalls)
 			}
@@ -112,7 +112,7 @@ func TestSessionsHint(t *testing.T) {
 			}
 		}
 	}
-	sync(t, a, b)
+	barrier(t, a, b)
 	if n := len(a.sessions); n != 0 {
 		t.Errorf("the sending process heard %d hints of its own again", n)
 	}

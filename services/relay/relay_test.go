@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -160,6 +161,15 @@ func run(t *testing.T, cfg relay.Config) (r *relay.Relay, reg *prometheus.Regist
 	return r, reg, stop, wait
 }
 
+// insertEvent writes an outbox row of a history event about user.
+func insertEvent(t *testing.T, pool *pgxpool.Pool, user string) {
+	t.Helper()
+	if _, err := pool.Exec(context.Background(), `INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, '{}')`,
+		uuid.New(), events.EventsPrefix+"t1.user.revoked."+user); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func deref[T any](p *T) any {
 	if p == nil {
 		return nil
@@ -167,11 +177,11 @@ func deref[T any](p *T) any {
 	return *p
 }
 
-// TestRelayLeavesOnHint: with polls and heartbeats an hour apart, only a
+// TestRelayPublishesOnHint: with polls and heartbeats an hour apart, only a
 // hint makes the leader read the outbox: one from this process (Hint),
 // one that another process sent through NATS (wake.Hub.Outbox), and a
 // hint sent while the relay was busy.
-func TestRelayLeavesOnHint(t *testing.T) {
+func TestRelayPublishesOnHint(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Pool(t, testenv.Database(t))
 	url := testenv.NATS(t).ClientURL()
@@ -197,13 +207,6 @@ func TestRelayLeavesOnHint(t *testing.T) {
 	testenv.Eventually(t, "leadership", func() bool { return testenv.Metric(t, reg, "evict_relay_leader") == 1 })
 
 	published := func() int { return int(testenv.Metric(t, reg, "evict_events_published_total")) }
-	insert := func(user string) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, '{}')`,
-			uuid.New(), events.EventsPrefix+"t1.user.revoked."+user); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for i, send := range []func(){
 		func() {
 			if !r.Hint() {
@@ -212,14 +215,14 @@ func TestRelayLeavesOnHint(t *testing.T) {
 		},
 		other.Outbox,
 	} {
-		insert(fmt.Sprintf("u%d", i))
+		insertEvent(t, pool, fmt.Sprintf("u%d", i))
 		send()
 		testenv.Eventually(t, fmt.Sprintf("hint %d published", i), func() bool { return published() == i+1 })
 	}
 	// Hints while the relay waits for a round of its own to end count:
 	// the round after them reads what they announced.
 	for i := range 50 {
-		insert(fmt.Sprintf("burst%d", i))
+		insertEvent(t, pool, fmt.Sprintf("burst%d", i))
 		local.Outbox()
 	}
 	testenv.Eventually(t, "burst published", func() bool { return published() == 52 })
@@ -236,15 +239,8 @@ func TestRelayStopsAfterItsRound(t *testing.T) {
 	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	insert := func(user string) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, '{}')`,
-			uuid.New(), events.EventsPrefix+"t1.user.revoked."+user); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for i := range 3 {
-		insert(fmt.Sprintf("u%d", i))
+		insertEvent(t, pool, fmt.Sprintf("u%d", i))
 	}
 	// Rounds every 10 ms that only read: the first round's heartbeat and
 	// outbox statistics are the last for an hour.
@@ -266,7 +262,7 @@ func TestRelayStopsAfterItsRound(t *testing.T) {
 	testenv.Eventually(t, "a round waiting for the lock", func() bool {
 		var n int
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT seq, operation_id%'`).Scan(&n); err != nil {
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'SELECT seq, operation_id%'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n == 1

@@ -57,7 +57,8 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// StandbyInterval is how often a standby tries to become leader. Default 500ms.
 	StandbyInterval time.Duration
-	// AckTimeout bounds the wait for JetStream's acknowledgements. Default 10s.
+	// AckTimeout bounds the wait for JetStream's acknowledgements, and a
+	// round that goes on after Run's context ended. Default 10s.
 	AckTimeout time.Duration
 	// SettleInterval is the longest a published row waits to be deleted
 	// and counted on its operation. Default 10ms.

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/evict-dev/evict/internal/bus"
 	"github.com/evict-dev/evict/internal/demo"
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/pkg/client"
@@ -65,7 +66,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	nc, err := nats.Connect(*natsURL, nats.Name("evict-demo"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(*natsURL, nats.Name("evict-demo"), nats.MaxReconnects(-1), bus.LogAsyncErrors(log))
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", evictd.RedactURL(*natsURL), err)
 	}

@@ -83,7 +83,8 @@ func run() error {
 	defer pool.Close()
 	// Replies on the notifier's own inbox prefix: the only one the notifier
 	// user of evictd's NATS (and deploy/nats/accounts.conf) may read.
-	nc, err := nats.Connect(natsURL, nats.Name("evict-push"), nats.MaxReconnects(-1), nats.CustomInboxPrefix(bus.NotifierInbox))
+	nc, err := nats.Connect(natsURL, nats.Name("evict-push"), nats.MaxReconnects(-1), nats.CustomInboxPrefix(bus.NotifierInbox),
+		bus.LogAsyncErrors(log))
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", evictd.RedactURL(natsURL), err)
 	}

@@ -8,11 +8,13 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evict-dev/evict/events"
@@ -325,4 +327,19 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		return fmt.Errorf("bus: stream %s: %w", snapshot.TenantStream, err)
 	}
 	return nil
+}
+
+// LogAsyncErrors makes a connection report its asynchronous errors to log.
+// nats.go's default prints them as plain text on stderr, in the middle of
+// evict's JSON logs, where nobody parsing those would see them. They
+// matter: a slow consumer means messages dropped, a permissions violation
+// a subject the user may not use.
+func LogAsyncErrors(log *slog.Logger) nats.Option {
+	return nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		attrs := []any{"err", err, "conn", nc.Opts.Name}
+		if sub != nil {
+			attrs = append(attrs, "subject", sub.Subject)
+		}
+		log.Error("NATS asynchronous error", attrs...)
+	})
 }

@@ -248,12 +248,13 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	d.nc, err = nats.Connect(d.ServiceNATSURL, append(d.natsOpts, nats.Name("evictd"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }))...)
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		bus.LogAsyncErrors(log))...)
 	if err != nil {
 		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", RedactURL(d.ServiceNATSURL), err)
 	}
 	d.hintNC, err = nats.Connect(d.ServiceNATSURL, append(d.natsOpts, nats.Name("evictd-wake"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond), nats.NoEcho())...)
+		nats.ReconnectWait(250*time.Millisecond), nats.NoEcho(), bus.LogAsyncErrors(log))...)
 	if err != nil {
 		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", RedactURL(d.ServiceNATSURL), err)
 	}

@@ -245,18 +245,26 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 		d.ServiceNATSURL = withUser(d.ns.ClientURL(), bus.EvictdUser, evictdPW)
 		d.NotifierNATSURL = withUser(d.ns.ClientURL(), bus.NotifierUser, notifierPW)
 	}
-	d.nc, err = nats.Connect(d.ServiceNATSURL, append(d.natsOpts, nats.Name("evictd"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
-		bus.LogAsyncErrors(log))...)
-	if err != nil {
-		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", RedactURL(d.ServiceNATSURL), err)
+	// evictd's connections, as its NATS user: each reconnects for ever
+	// and logs what happens to it under its name.
+	connect := func(name string, opts ...nats.Option) (*nats.Conn, error) {
+		nc, err := nats.Connect(d.ServiceNATSURL, slices.Concat(d.natsOpts, []nats.Option{nats.Name(name), nats.MaxReconnects(-1),
+			nats.ReconnectWait(250 * time.Millisecond),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "conn", name, "err", err) }),
+			nats.ReconnectHandler(func(nc *nats.Conn) {
+				log.Info("NATS reconnected", "conn", name, "url", nc.ConnectedUrlRedacted())
+			}),
+			bus.LogAsyncErrors(log)}, opts)...)
+		if err != nil {
+			return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", RedactURL(d.ServiceNATSURL), err)
+		}
+		return nc, nil
 	}
-	d.hintNC, err = nats.Connect(d.ServiceNATSURL, append(d.natsOpts, nats.Name("evictd-wake"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond), nats.NoEcho(), bus.LogAsyncErrors(log))...)
-	if err != nil {
-		return nil, fmt.Errorf("evictd: connect to NATS at %s: %w", RedactURL(d.ServiceNATSURL), err)
+	if d.nc, err = connect("evictd"); err != nil {
+		return nil, err
+	}
+	if d.hintNC, err = connect("evictd-wake", nats.NoEcho()); err != nil {
+		return nil, err
 	}
 	hub := wake.New(log)
 	if err := hub.Connect(d.hintNC); err != nil {

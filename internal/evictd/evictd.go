@@ -250,7 +250,15 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	connect := func(name string, opts ...nats.Option) (*nats.Conn, error) {
 		nc, err := nats.Connect(d.ServiceNATSURL, slices.Concat(d.natsOpts, []nats.Option{nats.Name(name), nats.MaxReconnects(-1),
 			nats.ReconnectWait(250 * time.Millisecond),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "conn", name, "err", err) }),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				// nats.go calls it with no error when the connection is
+				// closed on purpose, on every shutdown: not a warning.
+				if err == nil {
+					log.Debug("NATS connection closed", "conn", name)
+					return
+				}
+				log.Warn("NATS disconnected", "conn", name, "err", err)
+			}),
 			nats.ReconnectHandler(func(nc *nats.Conn) {
 				log.Info("NATS reconnected", "conn", name, "url", nc.ConnectedUrlRedacted())
 			}),

@@ -1,6 +1,7 @@
 // Command evict-bench measures evict end to end on this machine: evictd
-// in-process with its embedded NATS and a fresh PostgreSQL database, real
-// guards, open-loop load. It prints a table and writes report.json,
+// with its embedded NATS (in-process, or in a process of its own with
+// -evictd process) and a fresh PostgreSQL database, real guards,
+// open-loop load. It prints a table and writes report.json,
 // report.md and latency.svg to a results folder. `make bench` runs it with
 // small sizes; the full run of docs/benchmarks.md is
 //
@@ -16,7 +17,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +26,13 @@ import (
 )
 
 func main() {
+	if os.Getenv(bench.ChildEnv) != "" {
+		if err := bench.ServeDaemon(); err != nil {
+			fmt.Fprintln(os.Stderr, "evict-bench: evictd:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "evict-bench:", err)
 		os.Exit(1)
@@ -56,9 +63,10 @@ func run() (err error) {
 	fs.Float64Var(&cfg.CacheRate, "cache-rate", 100, "command rate per second of the cache baseline")
 	only := fs.String("only", "", "comma-separated scenarios to run, of "+strings.Join(bench.Scenarios, ",")+"; default all")
 	out := fs.String("out", filepath.Join("bench-results", time.Now().Format("20060102-150405")), "results folder")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (evictd, guards and load) to this file")
+	fs.StringVar(&cfg.Evictd, "evictd", bench.EvictdInProcess, "where evictd runs: "+bench.EvictdInProcess+" (the bench's process) or "+bench.EvictdProcess+" (one of its own, as deployed)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench (guards and load; evictd too if -evictd "+bench.EvictdInProcess+") to this file, and of evictd's process to <file>.evictd")
 	ops := fs.Bool("ops", false, "write every operation of each open-loop run (due, started, answered, done) to <out>/ops/")
-	memprofile := fs.String("memprofile", "", "write an allocation profile of the whole run (evictd, guards and load) to this file")
+	memprofile := fs.String("memprofile", "", "write an allocation profile of the bench to this file, and of evictd's process to <file>.evictd (as -cpuprofile)")
 	verbose := fs.Bool("v", false, "log evictd's and the guards' info messages")
 	render := fs.String("render", "", "run nothing: render report.md and the plot again from the report.json in this folder")
 	_ = fs.Parse(os.Args[1:])
@@ -81,29 +89,33 @@ func run() (err error) {
 			cfg.Settings[f.Name] = f.Value.String()
 		}
 	})
-	level := slog.LevelWarn
+	// Where evictd runs changes every figure: the report always says.
+	cfg.Settings["evictd"] = cfg.Evictd
+	cfg.LogLevel = slog.LevelWarn
 	if *verbose {
-		level = slog.LevelInfo
+		cfg.LogLevel = slog.LevelInfo
 	}
 	if *ops {
 		cfg.OpsDir = filepath.Join(*out, "ops")
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
 	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
+		stopProfile, err := bench.StartCPUProfile(*cpuprofile)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
+		defer stopProfile()
+		if cfg.Evictd == bench.EvictdProcess {
+			cfg.EvictdCPUProfile = *cpuprofile + ".evictd"
 		}
-		defer pprof.StopCPUProfile()
 	}
 	if *memprofile != "" {
+		if cfg.Evictd == bench.EvictdProcess {
+			cfg.EvictdMemProfile = *memprofile + ".evictd"
+		}
 		defer func() {
-			if werr := writeHeapProfile(*memprofile); werr != nil && err == nil {
+			if werr := bench.WriteAllocs(*memprofile); werr != nil && err == nil {
 				err = werr
 			}
 		}()
@@ -121,20 +133,6 @@ func run() (err error) {
 		fmt.Printf("\nresults in %s\n", *out)
 	}
 	return err
-}
-
-// writeHeapProfile writes the heap profile, whose alloc_space and
-// alloc_objects samples count every allocation of the run.
-func writeHeapProfile(name string) error {
-	f, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func rerender(dir string) error {

@@ -1,9 +1,11 @@
-// Package bench is evict-bench: it starts evictd in-process (admin API,
-// relay, registry, embedded NATS) on a PostgreSQL database of its own, runs
-// real guards against it, drives open-loop load through the admin API, and
-// measures, on one clock, how long a logout takes to be enforced by every
-// guard, next to the physical floor measured in the same run and to what a
-// team would use instead. cmd/evict-bench wires it to flags.
+// Package bench is evict-bench: it starts evictd (admin API, relay,
+// registry, embedded NATS) in-process, or in a process of its own by
+// running its executable again (ServeDaemon), on a PostgreSQL database of
+// its own, runs real guards against it, drives open-loop load through the
+// admin API, and measures, on one clock, how long a logout takes to be
+// enforced by every guard, next to the physical floor measured in the same
+// run and to what a team would use instead. cmd/evict-bench wires it to
+// flags.
 package bench
 
 import (
@@ -62,7 +64,14 @@ type Config struct {
 	// OpsDir, when set, receives each open-loop run's operations, one CSV
 	// file a run (see writeOps).
 	OpsDir string
-	Logger *slog.Logger
+	// Evictd is where evictd runs: EvictdProcess or EvictdInProcess.
+	// EvictdCPUProfile and EvictdMemProfile, when set, receive the
+	// profiles of its process (in-process, the bench's own cover it).
+	Evictd                             string
+	EvictdCPUProfile, EvictdMemProfile string
+	// Logger is the bench's log; LogLevel is evictd's in its own process.
+	Logger   *slog.Logger
+	LogLevel slog.Level
 }
 
 // steadyOps is the number of operations of a steady run and its warmup.

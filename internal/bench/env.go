@@ -27,16 +27,16 @@ import (
 	"github.com/evict-dev/evict/pkg/guard"
 )
 
-// env is what every scenario runs against: evictd in-process (admin API,
-// relay, registry, embedded NATS) on a database of its own, the guards, and
-// a second, bare NATS server for the floor.
+// env is what every scenario runs against: evictd (admin API, relay,
+// registry, embedded NATS) in a process of its own or in this one, on a
+// database of its own, the guards, and a second, bare NATS server for the
+// floor.
 type env struct {
 	cfg     Config
 	log     *slog.Logger
 	dir     string
 	dbName  string
-	d       *evictd.Daemon
-	stopD   context.CancelFunc
+	d       *daemon
 	api     *client.Client
 	pool    *pgxpool.Pool
 	svc     *nats.Conn // evictd's credentials: publishes state directly
@@ -80,19 +80,10 @@ func startEnv(ctx context.Context, cfg Config) (_ *env, err error) {
 	dbURL := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable&pool_max_conns=32", pc.User, pc.Host, pc.Port, e.dbName)
 	token := make([]byte, 24)
 	_, _ = rand.Read(token)
-	dctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	e.stopD = stop
-	e.d, err = evictd.Start(dctx, evictd.Config{
-		DataDir: filepath.Join(e.dir, "evictd"), NATSListen: "127.0.0.1:0", DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0",
-		AdminToken: "evt_" + hex.EncodeToString(token), SessionMaxAge: 720 * time.Hour, Replicas: 1, RelayBatch: 1000,
-		HeartbeatInterval: time.Second, GuardLiveness: 15 * time.Second, Retention: 720 * time.Hour,
-		// The bench is one credential sending thousands of commands a
-		// second; the per-credential limit would measure itself.
-		RateLimit: 1e9, RateBurst: 1 << 30,
-		Logger: e.log,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("bench: start evictd: %w", err)
+	spec := daemonSpec{DataDir: filepath.Join(e.dir, "evictd"), DatabaseURL: dbURL, AdminToken: "evt_" + hex.EncodeToString(token),
+		LogLevel: cfg.LogLevel, CPUProfile: cfg.EvictdCPUProfile, MemProfile: cfg.EvictdMemProfile}
+	if e.d, err = startDaemon(ctx, cfg, spec); err != nil {
+		return nil, err
 	}
 	// One HTTP connection per command in flight, kept alive: the default
 	// transport keeps two idle connections, and a burst would then measure
@@ -133,8 +124,7 @@ func (e *env) close() {
 		e.pool.Close()
 	}
 	if e.d != nil {
-		e.stopD()
-		if err := e.d.Wait(); err != nil {
+		if err := e.d.stop(); err != nil {
 			e.log.Warn("evictd shutdown", "err", err)
 		}
 	}

@@ -48,3 +48,26 @@ func TestFloorTargetNeedsTheFloor(t *testing.T) {
 		})
 	}
 }
+
+// TestTenantWideP99SaysWhenItIsTheSlowest: below 100 logouts the nearest
+// rank p99 is the slowest one, and the target says so.
+func TestTenantWideP99SaysWhenItIsTheSlowest(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		n    int
+		want string
+	}{
+		{30, "p99 12.0 ms (the slowest of 30: too few for a p99)"},
+		{99, "p99 12.0 ms (the slowest of 99: too few for a p99)"},
+		{100, "p99 12.0 ms"},
+		{200, "p99 12.0 ms"},
+	} {
+		rep := &report.Report{}
+		rep.Add(report.Row{Scenario: "tenant-wide", Name: "tenant of 1,000 sessions → 10 guards refuse",
+			Summary: stats.Summary{N: tc.n, P50: 2 * time.Millisecond, P99: 12 * time.Millisecond, Max: 12 * time.Millisecond}})
+		tgs := targets(rep, Config{})
+		if len(tgs) != 1 || tgs[0].Got != tc.want || tgs[0].Met {
+			t.Errorf("%d logouts: targets %+v, want one, got %q, not met", tc.n, tgs, tc.want)
+		}
+	}
+}

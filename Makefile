@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run demo test test-race bench bench-full lint fuzz build tools
+.PHONY: run demo test test-race bench bench-full bench-smoke lint fuzz build tools
 
 ## run: start evictd with embedded NATS JetStream and the local PostgreSQL
 run:
@@ -47,6 +47,17 @@ bench:
 ## bench-full: evict-bench at the sizes of docs/benchmarks.md, report in docs/bench/
 bench-full:
 	$(GO) run ./cmd/evict-bench -bulk-users 100000 -tenant-sessions 1000000 -disconnect 60s -duration 10s -out docs/bench $(BENCHFLAGS)
+
+## bench-smoke: every Go benchmark once, and evict-bench at tiny sizes
+# (its check scenario is BenchmarkCheck, run by the first line), so that
+# neither breaks unseen between bench runs; CI runs it. The figures mean
+# nothing at these sizes.
+bench-smoke:
+	$(GO) test -run=NONE -bench=. -benchtime=1x $(PKGS)
+	$(GO) run ./cmd/evict-bench -only floor,e2e,bulk,tenant,baseline,cold -rate 200 -duration 1s -warmup 200ms \
+		-burst 20 -guards 1,2 -fleet 2 -bulk-users 100 -tenant-sessions 1000 -tenant-logouts 5 -cold-entries 10000 \
+		-cold-runs 1 -disconnect 1s -catchup-rate 20 -lookups 100 -cache-refresh 1s -cache-duration 2s -cache-rate 20 \
+		-out bench-results/smoke
 
 ## lint: gofmt, go vet and staticcheck (pinned in go.mod as a tool)
 lint:

@@ -71,3 +71,32 @@ func TestTenantWideP99SaysWhenItIsTheSlowest(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoryTargetSaysASmallerRun: memory per entry measured on fewer
+// entries than the target's 1,000,000 is marked as such, as the other
+// size-bound targets are.
+func TestMemoryTargetSaysASmallerRun(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		entries int
+		want    string
+	}{
+		{10_000, "176.1 B (a smaller run: 10,000)"},
+		{1_000_000, "176.1 B"},
+	} {
+		rep := &report.Report{}
+		rep.Add(report.Row{Scenario: "cold start",
+			Name:    "new guard loads " + report.Num(float64(tc.entries)) + " entries → ready, from its tenant's snapshot",
+			Summary: stats.Summary{N: 1, P50: time.Millisecond, P99: time.Millisecond, Max: time.Millisecond},
+			Extra:   []report.Metric{{Name: "heap per revocation entry (whole guard)", Value: 176.1, Unit: "B"}}})
+		var got *report.Target
+		for _, tg := range targets(rep, Config{ColdEntries: tc.entries}) {
+			if tg.Name == "memory per revocation entry" {
+				got = &tg
+			}
+		}
+		if got == nil || got.Got != tc.want || got.Met {
+			t.Errorf("%d entries: target %+v, want got %q, not met", tc.entries, got, tc.want)
+		}
+	}
+}

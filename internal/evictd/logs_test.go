@@ -3,6 +3,8 @@ package evictd_test
 import (
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/evict-dev/evict/internal/evictd"
 	"github.com/evict-dev/evict/internal/testenv"
 )
@@ -26,9 +28,10 @@ func TestNATSConnectionLogs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			log, logs := testenv.NewLogs()
+			var ns *server.Server
 			natsURL := ""
-			ns := testenv.NATS(t)
 			if tc.external {
+				ns = testenv.NATS(t)
 				natsURL = ns.ClientURL()
 			}
 			_, stop := startDaemon(t, testenv.Database(t), natsURL, func(c *evictd.Config) { c.Logger = log })

@@ -40,6 +40,12 @@ func TestNATSConnectionLogs(t *testing.T) {
 				testenv.Eventually(t, "both connections reported down", func() bool { return len(logs.Records(t, "NATS disconnected")) == 2 })
 			}
 			stop()
+			// nats.go runs the handler on its callback goroutine, which may
+			// still be at it when evictd has stopped: wait until each of the
+			// two connections has been reported, one way or the other.
+			testenv.Eventually(t, "both connections reported", func() bool {
+				return len(logs.Records(t, "NATS disconnected"))+len(logs.Records(t, "NATS connection closed")) >= 2
+			})
 
 			down := logs.Records(t, "NATS disconnected")
 			if !tc.wantWarn {

@@ -642,8 +642,10 @@ func DecodeUsersRevoked(b []byte) (UsersRevocation, error) {
 		return UsersRevocation{}, fmt.Errorf("events: %s: %d users, want 1 to %d", TypeUsersRevoked, len(u.Users), MaxUsersPerEvent)
 	}
 	for i, user := range u.Users {
-		if err := CheckID(fmt.Sprintf("users[%d]", i), user); err != nil {
-			return UsersRevocation{}, fmt.Errorf("events: %s: %w", TypeUsersRevoked, err)
+		// The field's name is formatted only for the error: every guard
+		// checks every user of every batch.
+		if !ValidID(user) {
+			return UsersRevocation{}, fmt.Errorf("events: %s: %w", TypeUsersRevoked, CheckID(fmt.Sprintf("users[%d]", i), user))
 		}
 	}
 	if u.NotBefore.IsZero() {

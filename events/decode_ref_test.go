@@ -178,3 +178,26 @@ func BenchmarkDecodeRevocation(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecodeUsersRevoked decodes a batch of the largest size, as a
+// bulk logout publishes them: every guard decodes each one.
+func BenchmarkDecodeUsersRevoked(b *testing.B) {
+	nb := time.Now()
+	users := make([]string, events.MaxUsersPerEvent)
+	for i := range users {
+		users[i] = fmt.Sprintf("bulk-user-%07d", i)
+	}
+	msg, err := json.Marshal(events.New("0192f0c4-7d1e-7c3a-9b2e-5f1d2a3b4c5d", events.TypeUsersRevoked, "tenant-01", "users", nb,
+		events.UsersRevoked{Tenant: "tenant-01", Users: users, NotBefore: nb, OperationID: "0192f0c4-7d1e-7c3a-9b2e-5f1d2a3b4c5e",
+			Cause: events.CauseLogout}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		if _, err := events.DecodeUsersRevoked(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

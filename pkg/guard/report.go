@@ -62,8 +62,8 @@ func (g *Guard) report(ctx context.Context) {
 	for {
 		// While a report waits out the gap, it will carry everything
 		// applied until then: kicks stay in their channel rather than
-		// wake this loop, at 1,000 revocations a second about nine
-		// wake-ups in ten (docs/benchmarks.md, item 42).
+		// wake this loop, up to nine wake-ups in ten at a revocation a
+		// millisecond (docs/benchmarks.md, item 42).
 		kick := g.kick
 		if gap != nil {
 			kick = nil

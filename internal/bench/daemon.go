@@ -68,6 +68,11 @@ type daemonAddrs struct {
 	AdminToken     string
 }
 
+// addrsOf is what the bench uses of d.
+func addrsOf(d *evictd.Daemon) daemonAddrs {
+	return daemonAddrs{HTTPAddr: d.HTTPAddr, NATSURL: d.NATSURL, ServiceNATSURL: d.ServiceNATSURL, AdminToken: d.AdminToken}
+}
+
 // daemon is a running evictd in either mode.
 type daemon struct {
 	daemonAddrs
@@ -85,7 +90,7 @@ func startDaemon(ctx context.Context, cfg Config, spec daemonSpec) (*daemon, err
 			return nil, fmt.Errorf("bench: start evictd: %w", err)
 		}
 		return &daemon{
-			daemonAddrs: daemonAddrs{HTTPAddr: d.HTTPAddr, NATSURL: d.NATSURL, ServiceNATSURL: d.ServiceNATSURL, AdminToken: d.AdminToken},
+			daemonAddrs: addrsOf(d),
 			stop:        func() error { cancel(); return d.Wait() },
 		}, nil
 	case EvictdProcess:
@@ -182,8 +187,7 @@ func ServeDaemon() error {
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		stop()
 	}()
-	if err := json.NewEncoder(os.Stdout).Encode(daemonAddrs{HTTPAddr: d.HTTPAddr, NATSURL: d.NATSURL,
-		ServiceNATSURL: d.ServiceNATSURL, AdminToken: d.AdminToken}); err != nil {
+	if err := json.NewEncoder(os.Stdout).Encode(addrsOf(d)); err != nil {
 		stop()
 		return errors.Join(fmt.Errorf("tell the bench the addresses: %w", err), d.Wait())
 	}

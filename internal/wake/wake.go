@@ -5,9 +5,11 @@
 // the relay also polls every second and live views look every 15 seconds,
 // so a lost hint only delays.
 //
-// Within a process a hint is a function call. Other evictd processes get
-// it as a core NATS message, which the server drops when no other process
-// listens. The hints were PostgreSQL NOTIFYs: a NOTIFY is a transaction of
+// Within a process a hint is a function call, and an outbox hint can carry
+// the rows a command committed: the relay of the process, when it leads,
+// publishes them without reading them back (services/relay). Other evictd
+// processes get a hint as a core NATS message, without rows, which the
+// server drops when no other process listens. The hints were PostgreSQL NOTIFYs: a NOTIFY is a transaction of
 // its own, with a transaction id and a commit record, and PostgreSQL
 // signals every listening backend of the database for it. At 1,000
 // commands/s in evict-bench, PostgreSQL used 0.47–0.64 of a core with them
@@ -19,7 +21,9 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 )
 
@@ -36,7 +40,7 @@ type Hub struct {
 	log *slog.Logger
 
 	mu       sync.RWMutex
-	outbox   func() bool
+	outbox   func(rows []Row) bool
 	sessions func(tenant string)
 	nc       *nats.Conn
 }
@@ -49,9 +53,23 @@ func New(log *slog.Logger) *Hub {
 	return &Hub{log: log.With("component", "wake")}
 }
 
+// Row is an outbox row as its command committed it.
+type Row struct {
+	Seq       int64
+	Operation uuid.NullUUID
+	EventID   uuid.UUID
+	Subject   string
+	Payload   []byte
+	// The commit took effect between Before and After, on this process's
+	// clock: the relay tells by them whether one of its reads of the
+	// outbox could have seen the row.
+	Before, After time.Time
+}
+
 // OnOutbox sets what an outbox hint calls: the relay's, which reports
-// whether that relay leads.
-func (h *Hub) OnOutbox(f func() bool) {
+// whether that relay leads. rows are the rows committed, when the hint
+// carries them.
+func (h *Hub) OnOutbox(f func(rows []Row) bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.outbox = f
@@ -77,7 +95,7 @@ func (h *Hub) Connect(nc *nats.Conn) error {
 	if _, err := nc.Subscribe(Prefix+">", func(m *nats.Msg) {
 		switch m.Subject {
 		case OutboxSubject:
-			h.relay()
+			h.relay(nil)
 		case SessionsSubject:
 			if f := h.sessionsFunc(); f != nil {
 				f(string(m.Data))
@@ -105,11 +123,12 @@ func (h *Hub) Connect(nc *nats.Conn) error {
 // ErrEcho is returned by Connect for a connection made without nats.NoEcho().
 var ErrEcho = errors.New("wake: the hub's NATS connection must be made with nats.NoEcho()")
 
-// Outbox hints that the outbox holds new rows: to the relay of this
-// process when it leads, else to every other process, one of whose relays
-// leads.
-func (h *Hub) Outbox() {
-	if h == nil || h.relay() {
+// Outbox hints that the outbox holds new rows, and hands over rows, all
+// or some of them: to the relay of this process when it leads, else to
+// every other process, one of whose relays leads and reads the rows from
+// the outbox.
+func (h *Hub) Outbox(rows ...Row) {
+	if h == nil || h.relay(rows) {
 		return
 	}
 	h.publish(OutboxSubject, nil)
@@ -117,11 +136,11 @@ func (h *Hub) Outbox() {
 
 // relay hints the relay of this process; it reports whether that relay
 // leads.
-func (h *Hub) relay() bool {
+func (h *Hub) relay(rows []Row) bool {
 	h.mu.RLock()
 	f := h.outbox
 	h.mu.RUnlock()
-	return f != nil && f()
+	return f != nil && f(rows)
 }
 
 // Sessions hints that the sessions of each of tenants changed, to the live

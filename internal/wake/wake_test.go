@@ -16,7 +16,7 @@ import (
 // leads or not, and live views that record the tenants hinted.
 type process struct {
 	hub      *wake.Hub
-	outbox   chan struct{}
+	outbox   chan []wake.Row // the rows of each hint
 	sessions chan string
 }
 
@@ -27,10 +27,10 @@ func newProcess(t *testing.T, url string, relay, leads bool) *process {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	p := &process{hub: wake.New(testenv.Quiet), outbox: make(chan struct{}, 10), sessions: make(chan string, 10)}
+	p := &process{hub: wake.New(testenv.Quiet), outbox: make(chan []wake.Row, 10), sessions: make(chan string, 10)}
 	if relay {
-		p.hub.OnOutbox(func() bool {
-			p.outbox <- struct{}{}
+		p.hub.OnOutbox(func(rows []wake.Row) bool {
+			p.outbox <- rows
 			return leads
 		})
 	}
@@ -70,6 +70,8 @@ func barrier(t *testing.T, from, to *process) {
 
 // TestOutboxHint: an outbox hint goes to this process's relay when it
 // leads, and to the other processes when it does not or there is none.
+// The rows it hands over reach this process's relay only: the others'
+// read the outbox.
 func TestOutboxHint(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -87,13 +89,24 @@ func TestOutboxHint(t *testing.T) {
 			url := testenv.NATS(t).ClientURL()
 			a := newProcess(t, url, tc.relay, tc.leads)
 			b := newProcess(t, url, true, true)
-			a.hub.Outbox()
+			row := wake.Row{Seq: 7, Subject: "evict.state.t1.user.alice", Payload: []byte("{}")}
+			a.hub.Outbox(row)
 			barrier(t, a, b)
 			if got := len(a.outbox); got != tc.localCalls {
 				t.Errorf("local relay hinted %d times, want %d", got, tc.localCalls)
 			}
+			if tc.localCalls > 0 {
+				if rows := <-a.outbox; len(rows) != 1 || rows[0].Seq != 7 {
+					t.Errorf("local relay handed %v, want the row", rows)
+				}
+			}
 			if got := len(b.outbox); got != tc.remoteCalls {
 				t.Errorf("remote relay hinted %d times, want %d", got, tc.remoteCalls)
+			}
+			if tc.remoteCalls > 0 {
+				if rows := <-b.outbox; len(rows) != 0 {
+					t.Errorf("remote relay handed %d rows, want a hint without any", len(rows))
+				}
 			}
 		})
 	}

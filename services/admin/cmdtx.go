@@ -144,16 +144,21 @@ func (t *cmdTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 
 // commit sends the pending statements, b's and COMMIT in one round trip.
 func (t *cmdTx) commit(ctx context.Context, b *pgx.Batch) error {
-	n := b.Len()
-	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, n+1)}
+	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, b.Len()+1)}
 	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
 	all.Queue("commit")
 	br, err := t.send(ctx, all)
 	if err != nil {
 		return err
 	}
-	for i := 0; i < n; i++ {
-		if _, err := br.Exec(); err != nil {
+	for _, q := range b.QueuedQueries {
+		var err error
+		if q.Fn != nil {
+			err = q.Fn(br)
+		} else {
+			_, err = br.Exec()
+		}
+		if err != nil {
 			_ = br.Close()
 			return err
 		}

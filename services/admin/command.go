@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/evict-dev/evict/events"
+	"github.com/evict-dev/evict/internal/wake"
 )
 
 // maxTargetSample is how many target identifiers an operation keeps for
@@ -236,16 +239,22 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 		b.Queue(`INSERT INTO audit_log (tenant_id, actor, source_ip, action, operation_id, detail, reason)
 			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''))`,
 			c.tenant, actor, ip, c.kind, id, targetsJSON, c.reason)
-		if err := queueOutbox(b, c.tenant, uuid.NullUUID{UUID: id, Valid: true}, o.outbox); err != nil {
+		handed, err := queueOutbox(b, c.tenant, uuid.NullUUID{UUID: id, Valid: true}, o.outbox)
+		if err != nil {
 			return err
 		}
 		for _, q := range o.feed.QueuedQueries {
 			b.Queue(q.SQL, q.Arguments...)
 		}
+		before := time.Now()
 		if err := tx.commit(ctx, b); err != nil {
 			return fmt.Errorf("admin: %s: %w", c.kind, err)
 		}
-		hint = hints{tenant: c.tenant, outbox: len(o.outbox) > 0, sessions: o.feed.Len() > 0}
+		after := time.Now()
+		for i := range handed {
+			handed[i].Before, handed[i].After = before, after
+		}
+		hint = hints{tenant: c.tenant, outbox: len(o.outbox) > 0, handed: handed, sessions: o.feed.Len() > 0}
 		pending = uuid.NullUUID{UUID: id, Valid: o.pendingTargets}
 		return nil
 	})
@@ -298,51 +307,101 @@ func tenantLocked(row pgx.Row, tenant string) error {
 // last in the transaction, after the row locks that order changes of the
 // same state entry were taken. At most one row may wait for a stored
 // watermark.
-func queueOutbox(b *pgx.Batch, tenant string, opID uuid.NullUUID, rows []outboxRow) error {
+//
+// When every row is a state row, it also returns them as the relay
+// publishes them, with their seq and payload as stored once b ran, for
+// the hint to hand over (internal/wake). Rows of the history stream are
+// left to the relay's reads of the outbox, which keep a tenant's history
+// in the order of its commands.
+func queueOutbox(b *pgx.Batch, tenant string, opID uuid.NullUUID, rows []outboxRow) ([]wake.Row, error) {
 	if len(rows) == 0 {
-		return nil
+		return nil, nil
 	}
 	ids := make([]uuid.UUID, len(rows))
 	subjects := make([]string, len(rows))
 	payloads := make([][]byte, len(rows))
 	at, user := 0, "" // the row, counted from 1, that waits for user's watermark
+	handOver := true
 	for i, r := range rows {
 		ids[i], subjects[i], payloads[i] = r.eventID, r.subject, r.payload
+		handOver = handOver && strings.HasPrefix(r.subject, events.StatePrefix)
 		if r.watermarkOf != "" {
 			if at != 0 {
-				return errors.New("admin: more than one event of a command waits for a stored watermark")
+				return nil, errors.New("admin: more than one event of a command waits for a stored watermark")
 			}
 			at, user = i+1, r.watermarkOf
 		}
 	}
+	var q *pgx.QueuedQuery
 	if at == 0 {
-		b.Queue(`INSERT INTO outbox (event_id, subject, payload, operation_id)
+		q = b.Queue(`INSERT INTO outbox (event_id, subject, payload, operation_id)
 			SELECT e, s, p, $4 FROM unnest($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY AS t(e, s, p, n) ORDER BY n`,
 			ids, subjects, payloads, opID)
-		return nil
+	} else {
+		// The watermark is written as encoding/json writes a time in UTC,
+		// but with all six digits of its microseconds; without one, the
+		// payload would be NULL, which the table refuses. It is looked up
+		// once, not row by row: PostgreSQL planned a lookup per row anew
+		// for every command (65 µs), and a join, whose cached generic plan
+		// was made while the table was small and never analyzed, read the
+		// whole table (400 µs a command once it held 10,000 rows, in
+		// evict-bench).
+		q = b.Queue(`INSERT INTO outbox (event_id, subject, payload, operation_id)
+			SELECT e, s, CASE WHEN n = $5 THEN convert_to(replace(convert_from(p, 'UTF8'), $6, w.nb), 'UTF8') ELSE p END, $4
+			FROM unnest($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY AS t(e, s, p, n)
+			LEFT JOIN (SELECT '"' || to_char(not_before AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || 'Z"' AS nb
+				FROM user_watermarks WHERE tenant_id = $7 AND user_id = $8) w ON true
+			ORDER BY n`,
+			ids, subjects, payloads, opID, at, storedWatermarkJSON, tenant, user)
 	}
-	// The watermark is written as encoding/json writes a time in UTC, but
-	// with all six digits of its microseconds; without one, the payload
-	// would be NULL, which the table refuses. It is looked up once, not
-	// row by row: PostgreSQL planned a lookup per row anew for every
-	// command (65 µs), and a join, whose cached generic plan was made
-	// while the table was small and never analyzed, read the whole table
-	// (400 µs a command once it held 10,000 rows, in evict-bench).
-	b.Queue(`INSERT INTO outbox (event_id, subject, payload, operation_id)
-		SELECT e, s, CASE WHEN n = $5 THEN convert_to(replace(convert_from(p, 'UTF8'), $6, w.nb), 'UTF8') ELSE p END, $4
-		FROM unnest($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY AS t(e, s, p, n)
-		LEFT JOIN (SELECT '"' || to_char(not_before AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || 'Z"' AS nb
-			FROM user_watermarks WHERE tenant_id = $7 AND user_id = $8) w ON true
-		ORDER BY n`,
-		ids, subjects, payloads, opID, at, storedWatermarkJSON, tenant, user)
-	return nil
+	if !handOver {
+		return nil, nil
+	}
+	handed := make([]wake.Row, len(rows))
+	for i, r := range rows {
+		handed[i] = wake.Row{Operation: opID, EventID: r.eventID, Subject: r.subject, Payload: r.payload}
+	}
+	// Only the watermark's row comes back with its payload.
+	if at == 0 {
+		q.SQL += " RETURNING event_id, seq, NULL::bytea"
+	} else {
+		q.SQL += " RETURNING event_id, seq, CASE WHEN event_id = ($1::uuid[])[$5] THEN payload END"
+	}
+	q.Query(func(res pgx.Rows) error {
+		n := 0
+		for res.Next() {
+			var id uuid.UUID
+			var seq int64
+			var payload []byte
+			if err := res.Scan(&id, &seq, &payload); err != nil {
+				return err
+			}
+			// Rows come back in the order they were inserted; the id
+			// says, rather than trusting that.
+			i := slices.IndexFunc(handed, func(h wake.Row) bool { return h.EventID == id })
+			if i < 0 || handed[i].Seq != 0 {
+				return fmt.Errorf("admin: outbox insert returned event %s, not asked or twice", id)
+			}
+			handed[i].Seq = seq
+			if payload != nil {
+				handed[i].Payload = payload
+			}
+			n++
+		}
+		if n != len(handed) {
+			return fmt.Errorf("admin: outbox insert returned %d rows of %d", n, len(handed))
+		}
+		return nil
+	})
+	return handed, nil
 }
 
 // hints are what a committed transaction hints (see internal/wake).
 type hints struct {
 	tenant   string
-	outbox   bool // the relay: new outbox rows
-	sessions bool // the tenant's live session views
+	outbox   bool       // the relay: new outbox rows …
+	handed   []wake.Row // … of which these, as committed
+	sessions bool       // the tenant's live session views
 }
 
 // hint sends h after its transaction committed. A hint lost to a crash
@@ -350,7 +409,7 @@ type hints struct {
 // streams look every 15.
 func (s *Server) hint(h hints) {
 	if h.outbox {
-		s.wake.Outbox()
+		s.wake.Outbox(h.handed...)
 	}
 	if h.sessions {
 		s.wake.Sessions(h.tenant)

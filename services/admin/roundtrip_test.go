@@ -140,7 +140,7 @@ func TestOneStoredWatermarkPerCommand(t *testing.T) {
 				rows = append(rows, outboxRow{subject: "evict.x", payload: []byte("{}"), watermarkOf: u})
 			}
 			var b pgx.Batch
-			err := queueOutbox(&b, "acme", uuid.NullUUID{}, rows)
+			_, err := queueOutbox(&b, "acme", uuid.NullUUID{}, rows)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("queueOutbox: %v, want error %v", err, tt.wantErr)
 			}

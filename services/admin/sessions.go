@@ -174,7 +174,7 @@ func (s *Server) registerSession(w http.ResponseWriter, r *http.Request) error {
 		}); err != nil {
 			return err
 		}
-		if err := queueOutbox(&o.later, tenant, uuid.NullUUID{}, o.outbox); err != nil {
+		if _, err := queueOutbox(&o.later, tenant, uuid.NullUUID{}, o.outbox); err != nil {
 			return err
 		}
 		if err := changes.Queue(&o.later, tenant, req.UserID, req.SessionID, changes.Started, nil); err != nil {

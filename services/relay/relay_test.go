@@ -213,7 +213,7 @@ func TestRelayPublishesOnHint(t *testing.T) {
 				t.Fatal("Hint: the relay does not lead")
 			}
 		},
-		other.Outbox,
+		func() { other.Outbox() },
 	} {
 		insertEvent(t, pool, fmt.Sprintf("u%d", i))
 		send()

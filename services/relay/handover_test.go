@@ -251,3 +251,40 @@ func TestRelayLeavesToReadsWhatTheyMaySee(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayPublishesWhileSettling: a settle that waits, here for a lock on
+// its operation's row, does not hold up the rounds: a row handed over
+// meanwhile is published, and both are settled once the lock is gone.
+func TestRelayPublishesWhileSettling(t *testing.T) {
+	ctx := context.Background()
+	h := newHandover(t, time.Millisecond)
+	op := h.operation()
+	lock, err := h.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, "SELECT FROM operations WHERE id = $1 FOR UPDATE", op.UUID); err != nil {
+		t.Fatal(err)
+	}
+	h.hint(h.commit(stateSubject(t, "alice"), `{}`, op))
+	h.waitPublished(2)
+	testenv.Eventually(t, "a settle waiting for the lock", func() bool {
+		var n int
+		if err := h.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'WITH gone%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+	h.hint(h.commit(stateSubject(t, "bob"), `{}`, uuid.NullUUID{}))
+	h.waitPublished(3)
+	if n := h.outbox(); n != 2 {
+		t.Errorf("outbox holds %d rows while the settle waits, want 2", n)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "rows settled", func() bool { return h.outbox() == 0 })
+	h.settledAs(op, h.last(stateSubject(t, "alice")).Sequence)
+}

@@ -364,11 +364,12 @@ type publishedRow struct {
 	at        time.Time // acknowledged
 }
 
-// round publishes a batch and settles, heartbeats and measures the outbox
-// when they are due; it reports whether the outbox was drained. A round
-// runs to its end even when ctx ends, bounded by AckTimeout: stopped in
-// the middle of a query, pgx closes the connection, and what the leader
-// had published could not be settled on its way out.
+// round publishes a batch, and starts a settle, heartbeats and measures the
+// outbox when they are due; it reports whether the outbox, or what was
+// handed over, was drained. A round runs to its end even when ctx ends,
+// bounded by AckTimeout: stopped in the middle of a query, pgx closes the
+// connection, and what the leader had published could not be settled on
+// its way out.
 func (r *Relay) round(ctx context.Context, conn *pgx.Conn, l *leaderState) (drained bool, err error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.AckTimeout)
 	defer cancel()

@@ -520,8 +520,9 @@ func (r *Relay) read(ctx context.Context, conn *pgx.Conn, l *leaderState) (drain
 	// round read them again, payloads and all, and at 1,000 commands/s the
 	// rows read again made most of the relay's garbage (evict-bench
 	// -memprofile). "<> ALL" compares each row read with each held seq;
-	// a round settles once half a batch is held, which bounds that to 1.6
-	// ms (500 held, EXPLAIN ANALYZE), in bursts only. An anti-join with
+	// a settle starts once half a batch is held, which bounds that to 1.6
+	// ms (500 held, EXPLAIN ANALYZE; more while a settle is in flight),
+	// in bursts only. An anti-join with
 	// the held seqs took 0.35 ms there, but twice as long, 0.05 against
 	// 0.025 ms, for the ten or so held at a steady rate, on every round.
 	rows, err := conn.Query(ctx, "SELECT seq, operation_id, event_id, subject, payload, created_at FROM outbox WHERE seq <> ALL($2) ORDER BY seq LIMIT $1",

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"cmp"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -102,7 +103,7 @@ func TestCommandsHandOverTheirRows(t *testing.T) {
 				return
 			}
 			handed := slices.Clone(got[0])
-			slices.SortFunc(handed, func(a, b wake.Row) int { return int(a.Seq - b.Seq) })
+			slices.SortFunc(handed, func(a, b wake.Row) int { return cmp.Compare(a.Seq, b.Seq) })
 			if len(handed) != len(stored) {
 				t.Fatalf("handed over %d rows, the outbox holds %d", len(handed), len(stored))
 			}

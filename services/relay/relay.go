@@ -1,8 +1,9 @@
 // Package relay publishes the transactional outbox to JetStream.
 //
 // Commands write their events into the outbox table in the same transaction
-// as the change. The relay publishes them in seq order with Nats-Msg-Id set
-// to the event id and deletes them once JetStream acknowledged them, so a
+// as the change. The relay publishes them, as it reads them in seq order or
+// as the commands of its own process hand them over, with Nats-Msg-Id set
+// to the event id, and deletes them once JetStream acknowledged them, so a
 // crash at any point loses nothing, and a republish after a crash is dropped
 // by JetStream's de-duplication. Several evictd replicas may run the relay:
 // a PostgreSQL advisory lock elects one leader, the others stand by. Each
@@ -229,7 +230,7 @@ func (r *Relay) lead(ctx context.Context) error {
 	// that waited for it kept every hint behind it waiting too, and the
 	// settle is the relay's longest statement (0.6 ms at the median at
 	// 1,000 commands/s in evict-bench, 1.0 ms once it took the superseded
-	// rows along, and 3 to 6 ms at p99).
+	// rows along, and 2 to 6 ms at p99).
 	sconn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("relay: connect: %w", err)
@@ -472,7 +473,8 @@ type row struct {
 // The rows of this process's commands come handed over with their hints
 // (internal/wake): publishing them as they are spares a read of the
 // outbox, a round trip and a query, per command; at 1,000 commands/s in
-// evict-bench that read was a fifth of the CPU time of evictd's process
+// evict-bench that read was 13 % of the CPU samples of the bench process,
+// which runs evictd, its NATS server, the guards and the load
 // (docs/benchmarks.md, item 43). The outbox is still read: at the start,
 // at least every PollInterval (other processes' commands hint without
 // rows, and may not hint at all), when a heartbeat is due, and when a

@@ -76,6 +76,7 @@ func addrsOf(d *evictd.Daemon) daemonAddrs {
 // daemon is a running evictd in either mode.
 type daemon struct {
 	daemonAddrs
+	pid  int // evictd's process, 0 when it runs in the bench's
 	stop func() error
 }
 
@@ -149,7 +150,7 @@ func startChild(ctx context.Context, spec daemonSpec) (*daemon, error) {
 	}()
 	select {
 	case a := <-addrs:
-		return &daemon{daemonAddrs: a, stop: stop}, nil
+		return &daemon{daemonAddrs: a, pid: cmd.Process.Pid, stop: stop}, nil
 	case err := <-exited:
 		return nil, fmt.Errorf("bench: evictd process exited before it was ready: %w", err)
 	case <-ctx.Done():

@@ -49,6 +49,9 @@ func TestDaemonModes(t *testing.T) {
 					_ = d.stop()
 				}
 			})
+			if (d.pid != 0) != (mode == EvictdProcess) {
+				t.Errorf("evictd's pid %d in mode %s", d.pid, mode)
+			}
 			if d.AdminToken != spec.AdminToken {
 				t.Errorf("admin token %q, want %q", d.AdminToken, spec.AdminToken)
 			}

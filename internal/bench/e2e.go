@@ -97,12 +97,12 @@ func curve(name string, res result) report.Curve {
 // command, a part of every figure that the system did not cause (it is
 // the cores being busy, or the pacing thread's wake-up).
 func stages(res result) []report.Metric {
-	return []report.Metric{
+	return append([]report.Metric{
 		{Name: "API answered (202) p50", Value: us(res.answered.P50), Unit: "µs"},
 		{Name: "API answered (202) p99", Value: us(res.answered.P99), Unit: "µs"},
 		{Name: "command started late p50", Value: us(res.late.P50), Unit: "µs"},
 		{Name: "command started late p99", Value: us(res.late.P99), Unit: "µs"},
-	}
+	}, res.cpu.metrics(res.cpuOps, res.cpuFor)...)
 }
 
 func us(d time.Duration) float64 {

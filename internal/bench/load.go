@@ -40,6 +40,11 @@ type result struct {
 	start          time.Time
 	t              *tracker
 	late, answered stats.Summary
+	// cpu is the CPU time the parties used over cpuFor, while the cpuOps
+	// counted commands of a steady run were due (zero for a burst).
+	cpu    cpuUse
+	cpuOps int
+	cpuFor time.Duration
 }
 
 func (e *env) run(ctx context.Context, l load) (result, error) {
@@ -50,6 +55,18 @@ func (e *env) run(ctx context.Context, l load) (result, error) {
 		sched.Interval = time.Duration(float64(time.Second) / l.rate)
 	}
 	var once sync.Once
+	// The CPU the parties used is read when the first counted command of
+	// a steady run is due, and again once the last was sent.
+	var cpuFrom cpuUse
+	var cpuAt time.Time
+	cpuRead := make(chan struct{})
+	var cpuTimer *time.Timer
+	if l.rate > 0 {
+		cpuTimer = time.AfterFunc(time.Until(sched.Start.Add(l.warmup)), func() {
+			cpuFrom, cpuAt = cpuNow(e.d.pid), time.Now()
+			close(cpuRead)
+		})
+	}
 	// Each operation writes its own element, and Run returns after all.
 	late, answered := make([]time.Duration, l.n), make([]time.Duration, l.n)
 	err := sched.Run(ctx, func(ctx context.Context, i int, due time.Time) {
@@ -61,6 +78,13 @@ func (e *env) run(ctx context.Context, l load) (result, error) {
 		}
 		answered[i] = time.Since(due)
 	})
+	var cpu cpuUse
+	var cpuFor time.Duration
+	// A timer that had not fired stops: the run ended in its warm-up.
+	if cpuTimer != nil && !cpuTimer.Stop() {
+		<-cpuRead
+		cpu, cpuFor = cpuNow(e.d.pid).sub(cpuFrom), time.Since(cpuAt)
+	}
 	if err != nil {
 		return result{}, err
 	}
@@ -89,7 +113,8 @@ func (e *env) run(ctx context.Context, l load) (result, error) {
 		first = sched.Due(k)
 	}
 	return result{sum: stats.Summarize(lat, last.Sub(first)), lat: lat, start: sched.Start, t: l.t,
-		late: stats.Summarize(late[k:], 0), answered: stats.Summarize(answered[k:], 0)}, nil
+		late: stats.Summarize(late[k:], 0), answered: stats.Summarize(answered[k:], 0),
+		cpu: cpu, cpuOps: l.n - k, cpuFor: cpuFor}, nil
 }
 
 // writeOps writes one line per operation of a run to OpsDir, in a file

@@ -19,10 +19,13 @@ import (
 // queue for them (docs/benchmarks.md, items 32 and 44).
 type cpuUse struct {
 	bench, evictd, postgres time.Duration
+	// ownEvictd is set when evictd runs in a process of its own, counted
+	// in evictd; otherwise its time is the bench's.
+	ownEvictd bool
 }
 
 func (c cpuUse) sub(o cpuUse) cpuUse {
-	return cpuUse{bench: c.bench - o.bench, evictd: c.evictd - o.evictd, postgres: c.postgres - o.postgres}
+	return cpuUse{bench: c.bench - o.bench, evictd: c.evictd - o.evictd, postgres: c.postgres - o.postgres, ownEvictd: c.ownEvictd}
 }
 
 // cpuNow reads the CPU time used so far by the bench process, by the
@@ -30,8 +33,8 @@ func (c cpuUse) sub(o cpuUse) cpuUse {
 // "postgres" (Linux; 0 elsewhere). A process that exits in between takes
 // its time with it: the pool keeps its connections through a run.
 func cpuNow(evictdPID int) cpuUse {
-	c := cpuUse{bench: selfCPU(), postgres: postgresCPU()}
-	if evictdPID != 0 {
+	c := cpuUse{bench: selfCPU(), postgres: postgresCPU(), ownEvictd: evictdPID != 0}
+	if c.ownEvictd {
 		c.evictd = procCPU(evictdPID)
 	}
 	return c
@@ -65,14 +68,14 @@ func (c cpuUse) metrics(n int, span time.Duration) []report.Metric {
 	}
 	per := func(d time.Duration) float64 { return us(d / time.Duration(n)) }
 	bench := "CPU per command: bench process (guards, load, evictd)"
-	if c.evictd > 0 {
+	if c.ownEvictd {
 		bench = "CPU per command: bench process (guards, load)"
 	}
 	m := []report.Metric{
 		{Name: "CPU per command: PostgreSQL", Value: per(c.postgres), Unit: "µs"},
 		{Name: bench, Value: per(c.bench), Unit: "µs"},
 	}
-	if c.evictd > 0 {
+	if c.ownEvictd {
 		m = append(m, report.Metric{Name: "CPU per command: evictd process", Value: per(c.evictd), Unit: "µs"})
 	}
 	busy := float64(c.bench+c.evictd+c.postgres) / float64(span)

@@ -347,17 +347,16 @@ func TestProbeHashCollision(t *testing.T) {
 	h1 := s.hash1('s', "acme", "victim")
 	tab := s.tab.Load()
 	planted := &tab.slots[tab.free(h1)]
-	planted.v.Store(1000)
-	planted.k2.Store(^s.hash2('s', "acme", "victim"))
-	planted.k1.Store(h1)
+	planted.v, planted.k2 = 1000, ^s.hash2('s', "acme", "victim")
+	atomic.StoreUint64(&planted.k1, h1)
 	s.n.Store(1)
 
 	plantedValue := func(t *testing.T) int64 {
 		t.Helper()
 		tab := s.tab.Load()
 		for i := range tab.slots {
-			if sl := &tab.slots[i]; sl.k1.Load() == h1 && sl.k2.Load() != s.hash2('s', "acme", "victim") {
-				return sl.v.Load()
+			if sl := &tab.slots[i]; atomic.LoadUint64(&sl.k1) == h1 && atomic.LoadUint64(&sl.k2) != s.hash2('s', "acme", "victim") {
+				return atomic.LoadInt64(&sl.v)
 			}
 		}
 		t.Fatal("planted entry lost")

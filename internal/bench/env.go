@@ -161,6 +161,7 @@ type benchGuard struct {
 	nc     *nats.Conn
 	cancel context.CancelFunc
 	done   chan error
+	cursor cursor // in the current tracker, for its OnRevocation hook
 }
 
 // startGuard starts a guard on url (evictd's NATS, or a proxy to it) and

@@ -35,6 +35,7 @@ type tracker struct {
 	// in a profile), which the enforcement time counted.
 	mu      sync.RWMutex
 	items   map[string]*item
+	order   []*item // the items of expect, in its order
 	done    int
 	changed chan struct{} // closed and replaced when done grows
 
@@ -43,8 +44,17 @@ type tracker struct {
 }
 
 type item struct {
+	key         string
+	at          int // its index in order, or -1
 	due, doneAt time.Time
 	count       atomic.Int32
+}
+
+// cursor is where a guard expects its next key in a tracker's order.
+// Only the guard's apply goroutine uses it.
+type cursor struct {
+	t    *tracker
+	next int
 }
 
 // newTracker tracks the revocations of tenants (the floor's counts name
@@ -71,13 +81,32 @@ func (t *tracker) arrive(bg *benchGuard, r events.Revocation) {
 		t.notRefused.Add(1)
 		return
 	}
-	t.count(key, now)
+	t.countAt(&bg.cursor, key, now)
 }
 
 // count records that one more guard (or floor consumer) has key at now.
 func (t *tracker) count(key string, now time.Time) {
+	t.countAt(nil, key, now)
+}
+
+// countAt is count for a guard whose keys arrive mostly in the order
+// expect registered them, as a bulk logout's users and a steady run's
+// commands do: it looks at the key after the guard's last one before it
+// looks in the map. The map's lookups were 0.24 s of the 1.12 s that ten
+// guards' apply loops spent on a bulk logout of 100,000 users, each a
+// cache miss, which the enforcement time counted (item 45); the next key
+// in order is most often in cache already.
+func (t *tracker) countAt(c *cursor, key string, now time.Time) {
 	t.mu.RLock()
-	it := t.items[key]
+	var it *item
+	if c != nil && c.t == t && c.next < len(t.order) && t.order[c.next].key == key {
+		it = t.order[c.next]
+	} else {
+		it = t.items[key]
+	}
+	if c != nil && it != nil && it.at >= 0 {
+		*c = cursor{t: t, next: it.at + 1}
+	}
 	t.mu.RUnlock()
 	if it == nil {
 		t.mu.Lock()
@@ -99,7 +128,7 @@ func (t *tracker) count(key string, now time.Time) {
 func (t *tracker) item(key string) *item {
 	it := t.items[key]
 	if it == nil {
-		it = &item{}
+		it = &item{key: key, at: -1}
 		t.items[key] = it
 	}
 	return it
@@ -108,7 +137,12 @@ func (t *tracker) item(key string) *item {
 // expect registers the due time of key's command.
 func (t *tracker) expect(key string, due time.Time) {
 	t.mu.Lock()
-	t.item(key).due = due
+	it := t.item(key)
+	it.due = due
+	if it.at < 0 {
+		it.at = len(t.order)
+		t.order = append(t.order, it)
+	}
 	t.mu.Unlock()
 }
 

@@ -50,6 +50,66 @@ func TestTrackerLatencies(t *testing.T) {
 	}
 }
 
+// TestTrackerCursor checks that a guard's keys count for the same items
+// whether they arrive in the order expect gave them (the cursor's way),
+// out of it, before their expect, or at a guard whose cursor is left from
+// another tracker.
+func TestTrackerCursor(t *testing.T) {
+	t.Parallel()
+	t0 := time.Now()
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	for _, tc := range []struct {
+		name    string
+		arrive  []string // at guard one, 1 ms apart from 100 ms; guard two has them all at 50 ms
+		pending int      // keys guard one never has
+	}{
+		{"in order", []string{"a", "b", "c", "d"}, 0},
+		{"reversed", []string{"d", "c", "b", "a"}, 0},
+		{"skips and returns", []string{"a", "c", "b", "d"}, 0},
+		{"one missing", []string{"a", "b", "d"}, 1},
+		{"twice", []string{"a", "a", "b", "c", "d"}, 0},
+		{"unexpected key first", []string{"late", "a", "b", "c", "d"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keys := []string{"a", "b", "c", "d"}
+			tr := newTracker("test", 2, t0)
+			// Left over from an earlier scenario, with the same keys.
+			old := newTracker("old", 2, t0)
+			for _, k := range keys {
+				old.expect(k, at(0))
+			}
+			one := cursor{t: old, next: 2}
+			for i, k := range keys {
+				tr.expect(k, at(i))
+				tr.count(k, at(50))
+			}
+			for i, k := range tc.arrive {
+				tr.countAt(&one, k, at(100+i))
+			}
+			if old.done != 0 {
+				t.Errorf("the old tracker counted %d keys", old.done)
+			}
+			lat, _ := tr.latencies(t0)
+			slices.Sort(lat)
+			var want []time.Duration // each key done at its first arrival at guard one
+			for i, k := range keys {
+				j := slices.Index(tc.arrive, k)
+				if j < 0 {
+					continue
+				}
+				want = append(want, at(100+j).Sub(at(i)))
+			}
+			slices.Sort(want)
+			if !slices.Equal(lat, want) {
+				t.Errorf("latencies = %v, want %v", lat, want)
+			}
+			if got := len(keys) - tr.done; got != tc.pending {
+				t.Errorf("%d keys not done, want %d", got, tc.pending)
+			}
+		})
+	}
+}
+
 // TestWriteOps checks the per-operation file of -ops: one line an
 // operation in schedule order, times from each one's due time, warm-up
 // lines marked, and an operation no guard completed left without a done

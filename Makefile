@@ -30,6 +30,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzCheckID -fuzztime=$(FUZZTIME) ./events/
 	$(GO) test -run=NONE -fuzz=FuzzParseStateSubject -fuzztime=$(FUZZTIME) ./events/
 	$(GO) test -run=NONE -fuzz=FuzzDecodeRevocation -fuzztime=$(FUZZTIME) ./events/
+	$(GO) test -run=NONE -fuzz=FuzzDecodeUsersRevoked -fuzztime=$(FUZZTIME) ./events/
 	$(GO) test -run=NONE -fuzz=FuzzCheckStrictJSON -fuzztime=$(FUZZTIME) ./services/admin/
 	$(GO) test -run=NONE -fuzz=FuzzRequestDecoders -fuzztime=$(FUZZTIME) ./services/admin/
 	$(GO) test -run=NONE -fuzz=FuzzReadHeader -fuzztime=$(FUZZTIME) ./internal/snapshot/

@@ -1,0 +1,45 @@
+package revset
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestStrhash checks that strhash reads the whole string and its seed:
+// every input below differs from the others in one of them, including in
+// a byte past the first 16 and past the first 64 (the AES hash takes
+// strings in blocks of those sizes), and the empty string.
+func TestStrhash(t *testing.T) {
+	long := strings.Repeat("x", 100)
+	inputs := []struct {
+		seed uint64
+		s    string
+	}{
+		{1, ""},
+		{2, ""},
+		{1, "a"},
+		{2, "a"},
+		{1, "b"},
+		{1, "ab"},
+		{1, "ba"},
+		{1, "user-0000007"},
+		{1, "user-0000008"},
+		{1, "3f9a1c2e-session-0001"},
+		{1, "3f9a1c2e-session-0002"},
+		{1, long},
+		{1, long + "y"},
+		{1, long[:99] + "y"},
+		{1, "y" + long[1:]},
+	}
+	seen := map[uint64]int{}
+	for i, in := range inputs {
+		h := strhash(in.seed, in.s)
+		if h != strhash(in.seed, strings.Clone(in.s)) {
+			t.Errorf("strhash(%d, %q) differs between two copies of the string", in.seed, in.s)
+		}
+		if j, ok := seen[h]; ok {
+			t.Errorf("strhash(%d, %q) = strhash(%d, %q)", in.seed, in.s, inputs[j].seed, inputs[j].s)
+		}
+		seen[h] = i
+	}
+}

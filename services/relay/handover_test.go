@@ -258,6 +258,9 @@ func TestRelayLeavesToReadsWhatTheyMaySee(t *testing.T) {
 func TestRelayPublishesWhileSettling(t *testing.T) {
 	ctx := context.Background()
 	h := newHandover(t, time.Millisecond)
+	// The start row's settle comes first: were it still pending, it would
+	// join alice's and wait for the lock with it.
+	testenv.Eventually(t, "the start row settled", func() bool { return h.outbox() == 0 })
 	op := h.operation()
 	lock, err := h.pool.Begin(ctx)
 	if err != nil {

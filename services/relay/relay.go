@@ -231,7 +231,13 @@ func (r *Relay) lead(ctx context.Context) error {
 	// settle is the relay's longest statement (0.6 ms at the median at
 	// 1,000 commands/s in evict-bench, 1.0 ms once it took the superseded
 	// rows along, and 2 to 6 ms at p99).
-	sconn, err := pgx.ConnectConfig(ctx, cfg)
+	//
+	// Its statement is planned for its arguments every time (see settle),
+	// but prepared once: sent unnamed, it was parsed and analyzed again
+	// every round.
+	scfg := cfg.Copy()
+	scfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	sconn, err := pgx.ConnectConfig(ctx, scfg)
 	if err != nil {
 		return fmt.Errorf("relay: connect: %w", err)
 	}
@@ -687,7 +693,8 @@ settled:
 // and publish them after it. They commit before it, so they are in the
 // outbox by now, unless published already.
 //
-// It is planned for its arguments (QueryExecModeCacheDescribe): a cached
+// It is planned for its arguments (its connection's plan_cache_mode is
+// force_custom_plan): a cached
 // generic plan keeps the row estimates of its first executions, on a young
 // database an operations table of a few hundred rows, and joined the batch
 // against a sequential scan of the table, which took 1.5 to 9 ms a round
@@ -724,7 +731,7 @@ func (r *Relay) settle(ctx context.Context, conn *pgx.Conn, u *unsettled) error 
 			published_at = CASE WHEN o.published_events + v.n >= o.event_count
 				THEN coalesce(o.published_at, clock_timestamp()) END
 		FROM (SELECT id, max(seq) AS seq, count(*) AS n FROM settled GROUP BY id) v
-		WHERE o.id = v.id AND o.id = ANY(ARRAY(SELECT id FROM settled))`, pgx.QueryExecModeCacheDescribe, u.done, u.opIDs, u.opSeqs, u.subjects, u.subjectSeq, u.streamSeq)
+		WHERE o.id = v.id AND o.id = ANY(ARRAY(SELECT id FROM settled))`, u.done, u.opIDs, u.opSeqs, u.subjects, u.subjectSeq, u.streamSeq)
 	if err != nil {
 		return fmt.Errorf("relay: delete published rows and record operation sequences: %w", err)
 	}

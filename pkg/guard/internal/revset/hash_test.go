@@ -6,9 +6,9 @@ import (
 )
 
 // TestStrhash checks that strhash reads the whole string and its seed:
-// every input below differs from the others in one of them, including in
-// a byte past the first 16 and past the first 64 (the AES hash takes
-// strings in blocks of those sizes), and the empty string.
+// every input below differs from the others in one of them, some in a
+// byte past the first 16 or the first 64, and the lengths (0, 1, 2, 12,
+// 21, 100 and 101 bytes) take different paths through the AES hash.
 func TestStrhash(t *testing.T) {
 	long := strings.Repeat("x", 100)
 	inputs := []struct {

@@ -36,11 +36,13 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzReadHeader -fuzztime=$(FUZZTIME) ./internal/snapshot/
 
 ## bench: evict-bench with small sizes (results in bench-results/), then the
-# Go benchmarks it does not cover: revset lookups with the table out of
-# cache, session listing at 1M sessions, pushes. BENCHFLAGS adds flags.
+# Go benchmarks it does not cover: revset lookups and the guard check with
+# the table out of cache, session listing at 1M sessions, pushes.
+# BENCHFLAGS adds flags.
 bench:
 	$(GO) run ./cmd/evict-bench $(BENCHFLAGS)
 	$(GO) test -run=NONE -bench=Get -benchmem -cpu 1,2 ./pkg/guard/internal/revset/
+	$(GO) test -run=NONE -bench=CheckSpread -benchtime=3s -count=3 ./pkg/guard/
 	$(GO) test -run=NONE -bench=TenantListing -benchtime=200x ./internal/evictd/
 	$(GO) test -run=NONE -bench=TenantPush -benchtime=3x ./internal/evictd/
 	$(GO) test -run=NONE -bench=Send -benchtime=3s ./services/push/provider/apns/

@@ -3,9 +3,11 @@ package guard_test
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
+	"github.com/evict-dev/evict/events"
 	"github.com/evict-dev/evict/internal/testenv"
 	"github.com/evict-dev/evict/pkg/guard"
 )
@@ -81,4 +83,60 @@ func BenchmarkCheckStale(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkCheckSpread is BenchmarkCheck's check as a busy backend makes
+// it: each check is of another session, of another user, at random among
+// 1,000,000 of them, so the slots it probes are rarely in cache.
+// BenchmarkCheck asks for one session over and over, whose slots stay in
+// cache; this one measures what the check costs once the table (48 MiB at
+// 1,000,000 entries) is larger than the caches. The guard holds 1,000,000
+// revoked users, published in batches as a bulk logout does; "miss" checks
+// sessions of other users (the common case), "hit" sessions of revoked
+// users. Not run by evict-bench, whose check scenario is BenchmarkCheck.
+func BenchmarkCheckSpread(b *testing.B) {
+	const n = 1_000_000
+	p := newPublisher(b)
+	nb := time.Now()
+	batch := make([]string, 0, events.MaxUsersPerEvent)
+	for i := range n {
+		batch = append(batch, fmt.Sprintf("user-%07d", i))
+		if len(batch) == cap(batch) {
+			p.users("acme", fmt.Sprint("b", i), batch, nb)
+			batch = batch[:0]
+		}
+	}
+	p.heartbeat()
+	g := testenv.Guard(b, p.url, guard.Config{MaxStaleness: time.Hour})
+	if g.Entries() != n {
+		b.Fatalf("loaded %d entries, want %d", g.Entries(), n)
+	}
+	issued := nb.Add(-time.Minute)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, c := range []struct {
+		name   string
+		prefix string // of the sessions' users
+		want   bool
+	}{{"miss", "someone-", false}, {"hit", "user-", true}} {
+		sessions := make([]guard.Session, n)
+		for i, u := range rng.Perm(n) {
+			sessions[i] = guard.Session{Tenant: "acme", User: fmt.Sprintf("%s%07d", c.prefix, u),
+				ID: fmt.Sprintf("session-%07d", u), IssuedAt: issued}
+		}
+		for _, s := range sessions[:100] {
+			if got := g.Check(s) != nil; got != c.want {
+				b.Fatalf("Check(%s) revoked=%v, want %v", s.User, got, c.want)
+			}
+		}
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				_ = g.Check(sessions[i])
+				if i++; i == n {
+					i = 0
+				}
+			}
+		})
+	}
 }

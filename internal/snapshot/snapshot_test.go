@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +62,34 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+func TestCountKinds(t *testing.T) {
+	e := func(kind, id string) Entry { return Entry{Kind: kind, Tenant: "acme", ID: id, At: time.Unix(9, 0)} }
+	tests := []struct {
+		name    string
+		entries []Entry
+		want    map[string]int
+	}{
+		{"none", nil, map[string]int{}},
+		{"one kind", []Entry{e(events.KindUser, "a"), e(events.KindUser, "b")}, map[string]int{events.KindUser: 2}},
+		{"every kind", []Entry{
+			e(events.KindTenant, ""), e(events.KindUser, "a"), e(events.KindSession, strings.Repeat("s", maxID)),
+			e(events.KindSession, "s2"), e(events.KindDevice, "d"), e(events.KindTrust, "a"), e(events.KindUser, "b"),
+		}, map[string]int{events.KindTenant: 1, events.KindUser: 2, events.KindSession: 2, events.KindDevice: 1, events.KindTrust: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := Header{Seq: 3, StreamCreated: time.Unix(1, 0), Entries: uint64(len(tt.entries))}
+			got, err := CountKinds(write(t, h, tt.entries...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !maps.Equal(got, tt.want) {
+				t.Errorf("CountKinds = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 // TestBadInput: whatever is not a whole snapshot of this version fails with
 // ErrFormat, at the header or while reading the entries.
 func TestBadInput(t *testing.T) {
@@ -82,8 +111,13 @@ func TestBadInput(t *testing.T) {
 		{"unknown kind", append(valid(1), 9, 1, 'a', 1, 'b', 2)},
 		{"string too long", binary.AppendUvarint(append(valid(1), 2), maxID+1)},
 	}
+	// CountKinds steps over the entries without the header's count.
+	counted := map[string]bool{"fewer entries than the header": true, "more entries than the header": true}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if _, err := CountKinds(tt.input); counted[tt.name] != (err == nil) || err != nil && !errors.Is(err, ErrFormat) {
+				t.Errorf("CountKinds: err = %v, want ErrFormat: %v", err, !counted[tt.name])
+			}
 			_, each, err := ReadHeader(bytes.NewReader(tt.input))
 			if err == nil {
 				err = each(func(Entry) error { return nil })
@@ -119,6 +153,10 @@ func FuzzReadHeader(f *testing.F) {
 		Entry{Kind: events.KindTenant, Tenant: "acme", At: time.Unix(5, 0)}, Entry{Kind: events.KindUser, Tenant: "acme", ID: "bob", At: time.Unix(-6, 7)}))
 	f.Add([]byte(magic))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		counts, cerr := CountKinds(data)
+		if cerr != nil && !errors.Is(cerr, ErrFormat) {
+			t.Fatalf("CountKinds: %v, want ErrFormat", cerr)
+		}
 		h, each, err := ReadHeader(bytes.NewReader(data))
 		if err != nil {
 			return
@@ -128,11 +166,15 @@ func FuzzReadHeader(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := each(func(e Entry) error { return w.Add(e) }); err != nil {
+		read := map[string]int{}
+		if err := each(func(e Entry) error { read[e.Kind]++; return w.Add(e) }); err != nil {
 			if !errors.Is(err, ErrFormat) {
 				t.Fatalf("read: %v, want ErrFormat", err)
 			}
 			return
+		}
+		if cerr != nil || !maps.Equal(counts, read) {
+			t.Fatalf("CountKinds = %v, %v; the reader read %v", counts, cerr, read)
 		}
 		if err := w.Close(); err != nil {
 			t.Fatal(err)

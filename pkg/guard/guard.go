@@ -363,7 +363,6 @@ func (g *Guard) Run(ctx context.Context) error {
 		}
 	}
 	var its []jetstream.MessagesContext
-	pending := 0 // messages to load, an upper bound of the entries
 	defer func() {
 		for _, it := range its {
 			it.Stop()
@@ -395,11 +394,8 @@ func (g *Guard) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("guard: consumer on %s: %w", f.filter, err)
 		}
-		if info := cons.CachedInfo(); info != nil {
-			if info.NumPending == 0 {
-				g.caughtUp(f)
-			}
-			pending += int(info.NumPending)
+		if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+			g.caughtUp(f)
 		}
 		it, err := cons.Messages(jetstream.PullMaxMessages(4096))
 		if err != nil {
@@ -407,8 +403,6 @@ func (g *Guard) Run(ctx context.Context) error {
 		}
 		its = append(its, it)
 	}
-	// No feed applies anything yet: this goroutine is the set's writer.
-	g.set.Reserve(g.set.Len() + pending)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -680,8 +674,16 @@ func (g *Guard) applySnapshot(stream jetstream.Stream, data []byte) (snapshot.He
 	if info == nil || !h.StreamCreated.Equal(info.Created) || h.Seq > info.State.LastSeq {
 		return h, fmt.Errorf("guard: the snapshot (to sequence %d, stream created %s) is not of this stream", h.Seq, h.StreamCreated)
 	}
-	// No feed applies anything yet: this goroutine is the set's writer.
-	g.set.Reserve(g.set.Len() + int(min(h.Entries, 1<<27)))
+	// Size each kind's table once for what it is about to load; a
+	// snapshot that cannot be counted fails in the read below.
+	if counts, err := snapshot.CountKinds(data); err == nil {
+		for k, n := range counts {
+			kind, _ := entryOf(events.Revocation{Kind: k})
+			// No feed applies anything yet: this goroutine is the
+			// set's writer.
+			g.set.Grow(kind, n)
+		}
+	}
 	err = each(func(e snapshot.Entry) error {
 		rev := events.Revocation{Kind: e.Kind, Tenant: e.Tenant, ID: e.ID, At: e.At}
 		kind, v := entryOf(rev)

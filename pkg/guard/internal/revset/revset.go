@@ -16,14 +16,19 @@ const minSlots = 16
 //
 // A Set has exactly one writer and any number of readers. [Set.Get] and
 // [Set.Len] may be called from any goroutine at any time, concurrently with
-// each other and with the writer. [Set.Max] and [Set.Prune] must only be
-// called from one goroutine at a time (the writer); calling them concurrently
-// corrupts the table. Readers never block and never see a key that was not
-// stored; they may see an update by the writer slightly late.
+// each other and with the writer. [Set.Max], [Set.Grow] and [Set.Prune] must
+// only be called from one goroutine at a time (the writer); calling them
+// concurrently corrupts the table. Readers never block and never see a key
+// that was not stored; they may see an update by the writer slightly late.
 //
 // The zero value is not usable; call [New].
 type Set struct {
-	tab   atomic.Pointer[table]
+	// tabs is a table per kind, nil until the kind's first entry. A
+	// guard's check looks up a session, a user and a tenant: in one table
+	// of every kind, a million revoked users made each of the three a
+	// cache miss in one large array; in tables of their own, only the
+	// kind that is large costs one (docs/benchmarks.md, item 47).
+	tabs  [256]atomic.Pointer[table]
 	floor int // slot count never to shrink below, from New's sizeHint
 
 	// Seeds for the two key hashes, one per key part so that no
@@ -33,9 +38,11 @@ type Set struct {
 	emptyI1 uint64
 
 	// The writer stores n on every insert: the padding keeps it off the
-	// cache line that every Get reads (tab and the seeds).
+	// cache lines that every Get reads (tabs and the seeds).
 	_ [64]byte
-	n atomic.Int64 // entries; may lag the table by the writer's current call
+	n atomic.Int64 // entries; may lag the tables by the writer's current call
+	// kinds counts the entries of each kind. Writer only.
+	kinds [256]int
 }
 
 // table is an open-addressing hash table with linear probing. Once a slot's
@@ -66,8 +73,9 @@ type slot struct {
 	v  int64
 }
 
-// New returns an empty Set with room for sizeHint entries before it has to
-// grow. A sizeHint of 0 or less gives a small table that grows as needed.
+// New returns an empty Set with room for sizeHint entries of each kind
+// before its table has to grow. A sizeHint of 0 or less gives small tables
+// that grow as needed.
 func New(sizeHint int) *Set {
 	s := &Set{
 		seedT1: newSeed(),
@@ -77,7 +85,6 @@ func New(sizeHint int) *Set {
 	}
 	s.floor = slotsFor(sizeHint)
 	s.emptyI1 = strhash(s.seedI1, "")
-	s.tab.Store(newTable(s.floor))
 	return s
 }
 
@@ -103,8 +110,11 @@ func (s *Set) Get(kind byte, tenant, id string) (int64, bool) {
 
 // GetIn is Get with the tenant's hash computed by Tenant.
 func (s *Set) GetIn(kind byte, tn Tenant, id string) (int64, bool) {
+	t := s.tabs[kind].Load()
+	if t == nil {
+		return 0, false // nothing of this kind yet: no hashing either
+	}
 	tenant := tn.name
-	t := s.tab.Load()
 	i1 := s.emptyI1
 	if id != "" {
 		i1 = strhash(s.seedI1, id)
@@ -134,7 +144,11 @@ func (s *Set) GetIn(kind byte, tn Tenant, id string) (int64, bool) {
 // Max stores v for the key if the key is absent or holds a smaller value.
 // Writer only. Reports whether the stored value changed.
 func (s *Set) Max(kind byte, tenant, id string, v int64) bool {
-	t := s.tab.Load()
+	t := s.tabs[kind].Load()
+	if t == nil {
+		t = newTable(s.floor)
+		s.tabs[kind].Store(t)
+	}
 	h1 := s.hash1(kind, tenant, id)
 	h2 := s.hash2(kind, tenant, id)
 	i := h1 & t.mask
@@ -155,31 +169,34 @@ func (s *Set) Max(kind byte, tenant, id string, v int64) bool {
 	}
 	// Absent. Grow first if this entry would take the load past 1/2, so
 	// that every probe, the readers' included, ends at an empty slot.
-	n := int(s.n.Load()) + 1
-	if n > len(t.slots)/2 {
+	if s.kinds[kind]+1 > len(t.slots)/2 {
 		t = t.copyInto(newTable(len(t.slots)*2), math.MinInt64)
-		s.tab.Store(t)
+		s.tabs[kind].Store(t)
 		i = t.free(h1)
 	}
 	sl := &t.slots[i]
 	sl.v, sl.k2 = v, h2
 	atomic.StoreUint64(&sl.k1, h1) // publishes the entry
-	s.n.Store(int64(n))
+	s.kinds[kind]++
+	s.n.Add(1)
 	return true
 }
 
-// Reserve grows the table, if it must, so that it holds n entries without
-// growing again. Writer only. A guard at a cold start knows how many
-// messages it is about to load: growing once, instead of doubling twenty
-// times on the way to 1,000,000 entries, spares the copies and the garbage
-// of every smaller table. Unlike New's size hint, it does not keep Prune
-// from shrinking the table.
-func (s *Set) Reserve(n int) {
-	t := s.tab.Load()
-	if slotsFor(n) <= len(t.slots) {
-		return
+// Grow grows kind's table, if it must, so that it takes n more entries
+// without growing again. Writer only. A guard at a cold start knows how
+// many entries of each kind it is about to load: growing once, instead of
+// doubling twenty times on the way to 1,000,000 entries, spares the copies
+// and the garbage of every smaller table. Unlike New's size hint, it does
+// not keep Prune from shrinking the table.
+func (s *Set) Grow(kind byte, n int) {
+	want := slotsFor(s.kinds[kind] + n)
+	t := s.tabs[kind].Load()
+	switch {
+	case t == nil:
+		s.tabs[kind].Store(newTable(max(s.floor, want)))
+	case want > len(t.slots):
+		s.tabs[kind].Store(t.copyInto(newTable(want), math.MinInt64))
 	}
-	s.tab.Store(t.copyInto(newTable(slotsFor(n)), math.MinInt64))
 }
 
 // Len is the number of entries. Safe for concurrent use.
@@ -193,30 +210,43 @@ func (s *Set) Len() int {
 // until the pruned one replaces it, so they may still find a pruned entry
 // for a moment, never miss a kept one.
 func (s *Set) Prune(before int64) int {
-	t := s.tab.Load()
-	kept := 0
-	for i := range t.slots {
-		sl := &t.slots[i]
-		if sl.k1 != 0 && sl.v >= before {
-			kept++
+	removed := 0
+	for kind := range s.tabs {
+		t := s.tabs[kind].Load()
+		if t == nil {
+			continue
 		}
+		kept := 0
+		for i := range t.slots {
+			sl := &t.slots[i]
+			if sl.k1 != 0 && sl.v >= before {
+				kept++
+			}
+		}
+		if kept == s.kinds[kind] {
+			continue // nothing to do; spare the copy
+		}
+		// Deleting in place would have to move entries under the
+		// readers' feet (or leave tombstones), so build a fresh
+		// table, sized for what is left, and swap it in.
+		nt := newTable(max(s.floor, slotsFor(kept)))
+		s.tabs[kind].Store(t.copyInto(nt, before))
+		removed += s.kinds[kind] - kept
+		s.kinds[kind] = kept
 	}
-	removed := int(s.n.Load()) - kept
-	if removed == 0 {
-		return 0 // nothing to do; spare the copy
-	}
-	// Deleting in place would have to move entries under the readers'
-	// feet (or leave tombstones), so build a fresh table, sized for what
-	// is left, and swap it in.
-	nt := newTable(max(s.floor, slotsFor(kept)))
-	s.tab.Store(t.copyInto(nt, before))
-	s.n.Store(int64(kept))
+	s.n.Add(int64(-removed))
 	return removed
 }
 
-// SizeBytes is the memory held by the table's slots.
+// SizeBytes is the memory held by the tables' slots.
 func (s *Set) SizeBytes() int {
-	return len(s.tab.Load().slots) * int(unsafe.Sizeof(slot{}))
+	n := 0
+	for kind := range s.tabs {
+		if t := s.tabs[kind].Load(); t != nil {
+			n += len(t.slots)
+		}
+	}
+	return n * int(unsafe.Sizeof(slot{}))
 }
 
 // slotsFor returns the slot count that holds n entries at a load of at most

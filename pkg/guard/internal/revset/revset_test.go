@@ -290,18 +290,26 @@ func TestMemoryPerEntry(t *testing.T) {
 	}
 }
 
-// TestSizeHint checks that a table sized by New does not grow before it
-// holds sizeHint entries, and that Prune does not shrink it below that.
+// TestSizeHint checks that a kind's table, sized by New when the kind's
+// first entry comes, does not grow before it holds sizeHint entries, and
+// that Prune does not shrink it below that.
 func TestSizeHint(t *testing.T) {
 	t.Parallel()
 	const hint = 10000
 	s := New(hint)
+	if s.SizeBytes() != 0 {
+		t.Fatalf("SizeBytes() = %d before any entry, want 0", s.SizeBytes())
+	}
+	s.Max('u', "acme", "0", 0)
 	size := s.SizeBytes()
-	for i := range hint {
+	if size < 2*hint*24 {
+		t.Fatalf("SizeBytes() = %d after the first entry, want room for %d entries at half load", size, hint)
+	}
+	for i := 1; i < hint; i++ {
 		s.Max('u', "acme", fmt.Sprint(i), int64(i))
 	}
 	if s.SizeBytes() != size {
-		t.Fatalf("SizeBytes() = %d after %d inserts, want %d as at New(%d)", s.SizeBytes(), hint, size, hint)
+		t.Fatalf("SizeBytes() = %d after %d inserts, want %d as after the first", s.SizeBytes(), hint, size)
 	}
 	s.Prune(hint)
 	if s.Len() != 0 || s.SizeBytes() != size {
@@ -309,31 +317,94 @@ func TestSizeHint(t *testing.T) {
 	}
 }
 
-// TestReserve: a table reserved for n entries keeps the entries it had,
-// does not grow while it takes n, and a smaller reservation changes nothing.
-func TestReserve(t *testing.T) {
+// TestKindsHaveTheirOwnTables: entries of one kind do not grow the table
+// of another, so a lookup of a kind that holds few entries probes a small
+// table however many the others hold.
+func TestKindsHaveTheirOwnTables(t *testing.T) {
+	t.Parallel()
+	s := New(0)
+	const n = 20000
+	for i := range n {
+		s.Max('u', "acme", fmt.Sprint(i), int64(i))
+	}
+	s.Max('s', "acme", "session", 1)
+	s.Max('t', "acme", "", 2)
+	slots := func(kind byte) int {
+		if tab := s.tabs[kind].Load(); tab != nil {
+			return len(tab.slots)
+		}
+		return 0
+	}
+	if got, want := slots('u'), slotsFor(n); got != want {
+		t.Errorf("user table: %d slots, want %d", got, want)
+	}
+	for _, kind := range []byte{'s', 't'} {
+		if got := slots(kind); got != minSlots {
+			t.Errorf("%q table: %d slots beside %d users, want %d", kind, got, n, minSlots)
+		}
+	}
+	if got := slots('d'); got != 0 {
+		t.Errorf("table of a kind never stored: %d slots, want none", got)
+	}
+	if got, want := s.SizeBytes(), (slotsFor(n)+2*minSlots)*24; got != want {
+		t.Errorf("SizeBytes() = %d, want %d", got, want)
+	}
+	for _, tt := range []struct {
+		kind     byte
+		id       string
+		want     int64
+		wantOK   bool
+		describe string
+	}{
+		{'u', "19999", 19999, true, "a user"},
+		{'s', "session", 1, true, "the session"},
+		{'t', "", 2, true, "the tenant"},
+		{'s', "19999", 0, false, "a user's id as a session"},
+		{'d', "19999", 0, false, "a kind never stored"},
+	} {
+		if v, ok := s.Get(tt.kind, "acme", tt.id); v != tt.want || ok != tt.wantOK {
+			t.Errorf("%s: Get(%q, acme, %q) = %d, %v; want %d, %v", tt.describe, tt.kind, tt.id, v, ok, tt.want, tt.wantOK)
+		}
+	}
+	if removed := s.Prune(n - 10); removed != n-10+2 {
+		t.Fatalf("Prune removed %d, want %d", removed, n-10+2)
+	}
+	if s.Len() != 10 || slots('u') != slotsFor(10) || slots('s') != minSlots {
+		t.Errorf("after the prune: Len() = %d, user table %d slots, session table %d; want 10, %d, %d",
+			s.Len(), slots('u'), slots('s'), slotsFor(10), minSlots)
+	}
+}
+
+// TestGrow: a table grown for n more entries keeps the entries it had,
+// does not grow while it takes them, and a smaller growth changes
+// nothing; a kind with no table yet gets one of that size.
+func TestGrow(t *testing.T) {
 	t.Parallel()
 	s := New(0)
 	for i := range 100 {
 		s.Max('u', "acme", fmt.Sprint(i), int64(i))
 	}
 	const n = 50000
-	s.Reserve(n)
+	s.Grow('u', n-100)
 	size := s.SizeBytes()
 	if size < 2*n*24 {
-		t.Fatalf("SizeBytes() = %d after Reserve(%d), want room for %d entries at half load", size, n, n)
+		t.Fatalf("SizeBytes() = %d after Grow('u', %d) of 100 entries, want room for %d entries at half load", size, n-100, n)
 	}
 	for i := range 100 {
 		if v, ok := s.Get('u', "acme", fmt.Sprint(i)); !ok || v != int64(i) {
-			t.Fatalf("entry %d after Reserve: %d, %v", i, v, ok)
+			t.Fatalf("entry %d after Grow: %d, %v", i, v, ok)
 		}
 	}
 	for i := 100; i < n; i++ {
 		s.Max('u', "acme", fmt.Sprint(i), int64(i))
 	}
-	s.Reserve(10)
+	s.Grow('u', 10)
 	if s.SizeBytes() != size || s.Len() != n {
-		t.Fatalf("after %d entries and Reserve(10): SizeBytes() = %d, Len() = %d; want %d, %d", n, s.SizeBytes(), s.Len(), size, n)
+		t.Fatalf("after %d entries and Grow('u', 10): SizeBytes() = %d, Len() = %d; want %d, %d", n, s.SizeBytes(), s.Len(), size, n)
+	}
+	s.Grow('s', n)
+	if got := s.SizeBytes() - size; got < 2*n*24 {
+		t.Fatalf("Grow('s', %d) of a kind with no table added %d bytes, want room for %d entries at half load", n, got, n)
 	}
 }
 
@@ -345,15 +416,17 @@ func TestProbeHashCollision(t *testing.T) {
 	t.Parallel()
 	s := New(0)
 	h1 := s.hash1('s', "acme", "victim")
-	tab := s.tab.Load()
+	s.Grow('s', 1)
+	tab := s.tabs['s'].Load()
 	planted := &tab.slots[tab.free(h1)]
 	planted.v, planted.k2 = 1000, ^s.hash2('s', "acme", "victim")
 	atomic.StoreUint64(&planted.k1, h1)
+	s.kinds['s'] = 1
 	s.n.Store(1)
 
 	plantedValue := func(t *testing.T) int64 {
 		t.Helper()
-		tab := s.tab.Load()
+		tab := s.tabs['s'].Load()
 		for i := range tab.slots {
 			if sl := &tab.slots[i]; atomic.LoadUint64(&sl.k1) == h1 && atomic.LoadUint64(&sl.k2) != s.hash2('s', "acme", "victim") {
 				return atomic.LoadInt64(&sl.v)

@@ -186,9 +186,10 @@ func ReadHeader(r io.Reader) (Header, func(fn func(Entry) error) error, error) {
 
 // CountKinds counts the entries of each kind (events.KindUser and the
 // rest) in the snapshot in data, for a reader that sizes its tables before
-// it reads the entries: it only steps over them, about a hundredth of the
-// time reading them takes. It fails with ErrFormat where ReadHeader's
-// reader would, except that it does not check the count of the header.
+// it reads the entries: it only steps over them, in about a seventh of the
+// time reading them takes (16 ms for 1,000,000 entries against 106–131
+// ms). It fails with ErrFormat where ReadHeader's reader would, except
+// that it does not check the count of the header.
 func CountKinds(data []byte) (map[string]int, error) {
 	b, ok := bytes.CutPrefix(data, []byte(magic))
 	if !ok {

@@ -136,6 +136,60 @@ func TestSessionStreamInOrderAndResumes(t *testing.T) {
 	}
 }
 
+// TestSessionStreamSeesUserLogouts: a logout of one user, and of several
+// in one command, reaches a live view as a "revoked" change of each of
+// their sessions, naming the operation and its cause, at once: the
+// command's commit wakes the stream, whose own look comes only every 15
+// seconds, after the 10 that next waits.
+func TestSessionStreamSeesUserLogouts(t *testing.T) {
+	b := setup(t, 0)
+	ctx := context.Background()
+	if _, err := b.api.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		users  []string
+		logout func(users []string) (client.Accepted, error)
+	}{
+		{"one user", []string{"fay"}, func(u []string) (client.Accepted, error) { return b.api.LogoutUser(ctx, "acme", u[0], "") }},
+		{"several users", []string{"gus", "hal", "ivy"}, func(u []string) (client.Accepted, error) { return b.api.LogoutUsers(ctx, "acme", u, "") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stream, stop := openStream(t, b, "/v1/tenants/acme/sessions/stream", "")
+			defer stop()
+			want := map[string]string{} // session → user
+			for _, u := range tt.users {
+				sid := u + "-web"
+				b.register(t, "acme", u, sid)
+				want[sid] = u
+			}
+			for started := 0; started < len(want); {
+				if ev := next(t, stream); ev.kind == "started" && want[fmt.Sprint(ev.data["session_id"])] != "" {
+					started++
+				}
+			}
+			acc, err := tt.logout(tt.users)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for len(want) > 0 {
+				ev := next(t, stream)
+				sid := fmt.Sprint(ev.data["session_id"])
+				if want[sid] == "" {
+					continue
+				}
+				detail, _ := ev.data["detail"].(map[string]any)
+				if ev.kind != "revoked" || ev.data["user_id"] != want[sid] || detail["operation_id"] != acc.OperationID || detail["cause"] != "logout" {
+					t.Fatalf("change of %s: %s %v, want revoked of user %s by operation %s, cause logout", sid, ev.kind, ev.data, want[sid], acc.OperationID)
+				}
+				delete(want, sid)
+			}
+		})
+	}
+}
+
 // TestSessionStreamHearsOtherReplicas: a live view served by one replica
 // sees, well before its 15-second look, a session that another replica
 // registered: the other's hint reaches it through the embedded NATS, as

@@ -46,10 +46,14 @@ type Logout struct {
 	Reason    string
 }
 
-// Queue queues, in the command's batch b, the marking of l's sessions and
-// the recording of its targets, and in feed the tenant's feed entries,
-// which must follow them in the transaction.
-func Queue(b, feed *pgx.Batch, l Logout) {
+// Queue queues, in the command's batch b, the marking of l's sessions, the
+// recording of its targets and their entries in the tenant's session feed:
+// one statement, whose feed insert takes the targets from the insert's
+// RETURNING instead of reading operation_targets back. The read back was a
+// statement more a command, and planned with statistics taken while the
+// table was empty it scanned the table whole, longer as it grew
+// (docs/benchmarks.md, item 47).
+func Queue(b *pgx.Batch, l Logout) {
 	// One user, most commands, gets a statement of its own: PostgreSQL
 	// planned the one over an array anew on every execution (its generic
 	// plan, for arrays of any length, never looked cheaper than the plan
@@ -65,17 +69,12 @@ func Queue(b, feed *pgx.Batch, l Logout) {
 	default:
 		b.Queue(markSQL, l.Tenant, l.Users, l.Cause, l.Reason, l.Operation, l.NotBefore)
 	}
-	feed.Queue(`INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
-		SELECT $1, t.user_id, t.session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text)
-		FROM operation_targets t JOIN unnest($4::text[]) AS u(id) ON t.user_id = u.id
-		WHERE t.operation_id = $2`,
-		l.Tenant, l.Operation, l.Cause, l.Users, l.Operation.String())
 }
 
 // markSQL marks the live sessions of users $2 (an array), issued at or
-// before $6, revoked by operation $5, and records them as its targets;
-// markOneSQL does it for one user $2, and markOneStoredSQL for one user
-// $2 up to the user's stored watermark.
+// before $6, revoked by operation $5, records them as its targets and
+// appends them to the feed; markOneSQL does it for one user $2, and
+// markOneStoredSQL for one user $2 up to the user's stored watermark.
 var (
 	markSQL          = mark("FROM unnest($2::text[]) AS w(u)", "w.u", "$6")
 	markOneSQL       = mark("", "$2", "$6")
@@ -90,9 +89,14 @@ func mark(from, user, notBefore string) string {
 		` + from + `
 		WHERE s.tenant_id = $1 AND s.user_id = ` + user + ` AND s.issued_at <= ` + notBefore + `
 		  AND s.revoked_at IS NULL AND s.ended_at IS NULL
-		RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id)
-	INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
-	SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev`
+		RETURNING s.session_id, s.user_id, s.client, s.holder, s.device_id),
+	tgt AS (
+		INSERT INTO operation_targets (operation_id, tenant_id, session_id, user_id, client, holder, device_id)
+		SELECT $5, $1, session_id, user_id, client, holder, device_id FROM rev
+		RETURNING session_id, user_id)
+	INSERT INTO session_changes (tenant_id, user_id, session_id, kind, detail)
+	SELECT $1, user_id, session_id, 'revoked', jsonb_build_object('operation_id', $5::text, 'cause', $3::text)
+	FROM tgt`
 }
 
 // Defer queues, in the command's batch, l as a pending_targets row for
@@ -138,15 +142,14 @@ func recordSlice(ctx context.Context, pool *pgxpool.Pool, w *wake.Hub, op uuid.U
 		if reason != nil {
 			l.Reason = *reason
 		}
-		b, feed := &pgx.Batch{}, &pgx.Batch{}
-		Queue(b, feed, l)
+		b := &pgx.Batch{}
+		Queue(b, l)
 		if done+len(l.Users) >= total {
 			b.Queue("DELETE FROM pending_targets WHERE operation_id = $1", op)
 		} else {
 			b.Queue("UPDATE pending_targets SET done = $2 WHERE operation_id = $1", op, done+len(l.Users))
 			more = true
 		}
-		b.QueuedQueries = append(b.QueuedQueries, feed.QueuedQueries...)
 		tenant = l.Tenant
 		return tx.SendBatch(ctx, b).Close()
 	})

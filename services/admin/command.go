@@ -46,9 +46,11 @@ type op struct {
 	// last before the commit.
 	later pgx.Batch
 	// feed holds the appends to the tenant's session change feed, sent
-	// after later (they read the targets it records); whether there are
-	// any tells whether to wake the tenant's live views.
-	feed pgx.Batch
+	// after later; marks is set when later marks sessions revoked
+	// (targets.Queue), which appends their changes to the feed itself.
+	// Either tells to wake the tenant's live views.
+	feed  pgx.Batch
+	marks bool
 	// pendingTargets is set when the command left the recording of its
 	// targets for after the commit (targets.Defer).
 	pendingTargets bool
@@ -261,7 +263,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 		for i := range handed {
 			handed[i].Before, handed[i].After = before, after
 		}
-		hint = hints{tenant: c.tenant, outbox: len(o.outbox) > 0, handed: handed, sessions: o.feed.Len() > 0}
+		hint = hints{tenant: c.tenant, outbox: len(o.outbox) > 0, handed: handed, sessions: o.feed.Len() > 0 || o.marks}
 		pending = uuid.NullUUID{UUID: id, Valid: o.pendingTargets}
 		return nil
 	})

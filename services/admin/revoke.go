@@ -68,7 +68,8 @@ func revokeUsers(ctx context.Context, tx cmdQuerier, o *op, users []string, caus
 		optargets.Defer(&o.later, l)
 		o.pendingTargets = true
 	} else {
-		optargets.Queue(&o.later, &o.feed, l)
+		optargets.Queue(&o.later, l)
+		o.marks = true
 	}
 	o.addUsers(users)
 	return nil
@@ -104,8 +105,9 @@ func revokeUser(o *op, user, cause, group string) error {
 	// Mark the user's registered sessions revoked and remember them as
 	// the operation's targets; the live session views get them from there.
 	// A zero NotBefore is the user's watermark as stored.
-	optargets.Queue(&o.later, &o.feed, optargets.Logout{Operation: o.id, Tenant: o.tenant, Users: []string{user},
+	optargets.Queue(&o.later, optargets.Logout{Operation: o.id, Tenant: o.tenant, Users: []string{user},
 		Cause: cause, Reason: o.reason})
+	o.marks = true
 	o.addUsers([]string{user})
 	return nil
 }

@@ -195,7 +195,9 @@ func CountKinds(data []byte) (map[string]int, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: no snapshot magic", ErrFormat)
 	}
-	for range 3 { // sequence, stream creation, entry count
+	// Sequence, stream creation and entry count: a varint has the length
+	// of the uvarint of the same bytes, so Uvarint steps over all three.
+	for range 3 {
 		_, n := binary.Uvarint(b)
 		if n <= 0 {
 			return nil, fmt.Errorf("%w: header", ErrFormat)

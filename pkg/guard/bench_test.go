@@ -89,11 +89,12 @@ func BenchmarkCheckStale(b *testing.B) {
 // it: each check is of another session, of another user, at random among
 // 1,000,000 of them, so the slots it probes are rarely in cache.
 // BenchmarkCheck asks for one session over and over, whose slots stay in
-// cache; this one measures what the check costs once the users' table (48
-// MiB at 1,000,000 entries) is larger than the caches. The guard holds 1,000,000
-// revoked users, published in batches as a bulk logout does; "miss" checks
-// sessions of other users (the common case), "hit" sessions of revoked
-// users. Not run by evict-bench, whose check scenario is BenchmarkCheck.
+// cache; this one measures what the check costs once the users' table
+// (48 MiB at 1,000,000 entries) is larger than the caches. The guard holds
+// 1,000,000 revoked users, published in batches as a bulk logout does;
+// "miss" checks sessions of other users (the common case), "hit" sessions
+// of revoked users. Not run by evict-bench, whose check scenario is
+// BenchmarkCheck.
 func BenchmarkCheckSpread(b *testing.B) {
 	const n = 1_000_000
 	p := newPublisher(b)

@@ -34,11 +34,15 @@ func defaultInstance() string {
 }
 
 // reportGap is the least time between two reports that revocations caused.
-// evict stores the reports it received every 20 ms, so a sooner one changes
-// nothing there; at 1,000 revocations a second, a report per revocation
+// evict stores the reports it received every 20 ms (the registry's
+// FlushInterval), keeping each guard's latest, so a sooner one changes
+// nothing there. At 1,000 revocations a second, a report per revocation
 // from each of ten guards was 10,000 messages a second for evictd to
-// decode.
-const reportGap = 10 * time.Millisecond
+// decode; a report every 10 ms, 1,000, every other one overwritten before
+// it was stored; every 20 ms took 25 µs of CPU per command off the guards
+// and evictd (docs/benchmarks.md, item 48). A completion waits for the
+// report after its last revocation: up to one gap, and one flush, longer.
+const reportGap = 20 * time.Millisecond
 
 func (g *Guard) kickReport() {
 	select {

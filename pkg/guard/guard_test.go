@@ -433,9 +433,9 @@ func TestReportsCoalesce(t *testing.T) {
 	start := time.Now()
 	for i := range burst {
 		p.user("acme", fmt.Sprint("u", i), time.Now())
-		p.flush() // one at a time: the guard catches up after each,
-		// over long enough that the gap, not the start and the end,
-		// bounds the reports
+		p.flush() // one at a time: the guard catches up after each
+		// Spread over 0.7 s, so that the gap, not the reports at the
+		// start and the end, bounds their number.
 		time.Sleep(2 * time.Millisecond)
 	}
 	last := g.AppliedSequence()

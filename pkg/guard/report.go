@@ -39,9 +39,10 @@ func defaultInstance() string {
 // nothing there. At 1,000 revocations a second, a report per revocation
 // from each of ten guards was 10,000 messages a second for evictd to
 // decode; a report every 10 ms, 1,000, every other one overwritten before
-// it was stored; every 20 ms took 25 µs of CPU per command off the guards
-// and evictd (docs/benchmarks.md, item 48). A completion waits for the
-// report after its last revocation: up to one gap, and one flush, longer.
+// it was stored; every 20 ms took about 25 µs of CPU per command off the
+// guards and evictd (docs/benchmarks.md, item 48). An operation completes
+// once the report after its last revocation is stored: up to a gap and a
+// flush after the guard applied it.
 const reportGap = 20 * time.Millisecond
 
 func (g *Guard) kickReport() {

@@ -57,11 +57,11 @@ func (c cpuUse) sub(o cpuUse) cpuUse {
 // run, and Go keeps its threads.
 func cpuNow(evictdPID int) cpuUse {
 	c := cpuUse{bench: selfCPU(), ownEvictd: evictdPID != 0}
-	c.benchWait, c.benchRuns = procWait(os.Getpid())
+	c.benchWait, c.benchRuns = procSched(os.Getpid())
 	c.postgres, c.postgresWait, c.postgresRuns = postgresCPU()
 	if c.ownEvictd {
 		c.evictd = procCPU(evictdPID)
-		c.evictdWait, c.evictdRuns = procWait(evictdPID)
+		c.evictdWait, c.evictdRuns = procSched(evictdPID)
 	}
 	c.pressure, c.pressured = cpuPressure()
 	return c
@@ -81,20 +81,20 @@ func postgresCPU() (cpu, wait time.Duration, runs int64) {
 			continue
 		}
 		if comm, err := os.ReadFile("/proc/" + d.Name() + "/comm"); err == nil && string(comm) == "postgres\n" {
-			w, r := procWait(pid)
+			w, r := procSched(pid)
 			cpu, wait, runs = cpu+procCPU(pid), wait+w, runs+r
 		}
 	}
 	return cpu, wait, runs
 }
 
-// procWait is the time the threads of process pid have spent ready to run
+// procSched is the time the threads of process pid have spent ready to run
 // but waiting for a core, and how many times they were put on one: the
 // second and third fields of each thread's schedstat (nanoseconds, a
 // count). A thread that blocks and is woken is put on a core again, so
 // runs count the hand-overs between threads and processes that carry a
 // command, each of which may wait.
-func procWait(pid int) (wait time.Duration, runs int64) {
+func procSched(pid int) (wait time.Duration, runs int64) {
 	dir := "/proc/" + strconv.Itoa(pid) + "/task"
 	tasks, err := os.ReadDir(dir)
 	if err != nil {

@@ -204,7 +204,7 @@ func CountKinds(data []byte) (map[string]int, error) {
 		}
 		b = b[n:]
 	}
-	var counts [8]int
+	counts := make([]int, len(kinds)+1) // by kind code, 1-based
 	for i := 1; len(b) > 0; i++ {
 		code := b[0]
 		if code == 0 || int(code) > len(kinds) {

@@ -47,7 +47,7 @@ type op struct {
 	later pgx.Batch
 	// feed holds the appends to the tenant's session change feed, sent
 	// after later; marks is set when later marks sessions revoked
-	// (targets.Queue), which appends their changes to the feed itself.
+	// (markTargets), which appends their changes to the feed itself.
 	// Either tells to wake the tenant's live views.
 	feed  pgx.Batch
 	marks bool

@@ -68,8 +68,7 @@ func revokeUsers(ctx context.Context, tx cmdQuerier, o *op, users []string, caus
 		optargets.Defer(&o.later, l)
 		o.pendingTargets = true
 	} else {
-		optargets.Queue(&o.later, l)
-		o.marks = true
+		o.markTargets(l)
 	}
 	o.addUsers(users)
 	return nil
@@ -105,11 +104,18 @@ func revokeUser(o *op, user, cause, group string) error {
 	// Mark the user's registered sessions revoked and remember them as
 	// the operation's targets; the live session views get them from there.
 	// A zero NotBefore is the user's watermark as stored.
-	optargets.Queue(&o.later, optargets.Logout{Operation: o.id, Tenant: o.tenant, Users: []string{user},
+	o.markTargets(optargets.Logout{Operation: o.id, Tenant: o.tenant, Users: []string{user},
 		Cause: cause, Reason: o.reason})
-	o.marks = true
 	o.addUsers([]string{user})
 	return nil
+}
+
+// markTargets queues, before the commit, the marking of l's sessions with
+// their targets and feed entries (optargets.Queue), and notes that the
+// tenant's live views are to be woken for them.
+func (o *op) markTargets(l optargets.Logout) {
+	optargets.Queue(&o.later, l)
+	o.marks = true
 }
 
 // recordTargetsEvery is how often recordTargets looks for pending targets

@@ -82,6 +82,7 @@ type Server struct {
 	registry *registry.Registry
 	feed     feed
 	wake     *wake.Hub
+	combine  *combiner
 	limits   limiter
 	failures limiter // failed authentications per client address
 	oidc     *OIDC
@@ -133,6 +134,7 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.combine = &combiner{max: 1, maxJobs: maxCombined, size: s.metrics.combined}
 	s.wake = cfg.Wake
 	if s.wake == nil {
 		s.wake = wake.New(s.log)
@@ -438,6 +440,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	commands *prometheus.CounterVec
+	combined prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -455,9 +458,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "evict_commands_total",
 			Help: "Commands accepted (committed) by kind.",
 		}, []string{"kind"}),
+		combined: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "evict_command_commit_size",
+			Help:    "Commands per commit, of the commands whose commits may be combined (logouts of one user).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.commands)
+		reg.MustRegister(m.requests, m.duration, m.commands, m.combined)
 	}
 	return m
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // cmdQuerier is what a command's exec uses of its transaction.
@@ -26,8 +27,14 @@ type cmdQuerier interface {
 // whose results the command does not need go with COMMIT. A command that
 // logs out one user makes one round trip where pgx.BeginFunc made six.
 type cmdTx struct {
-	conn    *pgx.Conn
+	pool    *pgxpool.Pool
+	pc      *pgxpool.Conn // acquired for the first round trip
 	pending []pendingStmt
+	// combine, when set, may commit the transaction with others' (see
+	// combiner); key orders its row locks among theirs, and only a
+	// transaction with a key is combined.
+	combine *combiner
+	key     string
 }
 
 // pendingStmt is a statement that waits for the next round trip; result
@@ -44,25 +51,45 @@ var _ cmdQuerier = (*cmdTx)(nil)
 // aborts it for a deadlock, a serialization failure or a unique violation
 // that a concurrent retry of the same Idempotency-Key caused. fn ends the
 // transaction with commit; a transaction fn leaves open is rolled back.
+//
+// A transaction that a combined commit failed is run again alone.
 func (s *Server) inCmdTx(ctx context.Context, fn func(context.Context, *cmdTx) error) error {
+	alone := false
 	return retryTx(func() error {
-		c, err := s.pool.Acquire(ctx)
-		if err != nil {
-			return err
+		t := &cmdTx{pool: s.pool}
+		if !alone {
+			t.combine = s.combine
 		}
-		// pgxpool closes a connection released inside a transaction, so a
-		// failed rollback cannot leak one.
-		defer c.Release()
-		t := &cmdTx{conn: c.Conn()}
+		defer func() {
+			if t.pc != nil {
+				// pgxpool closes a connection released inside a
+				// transaction, so a failed rollback cannot leak one.
+				t.pc.Release()
+			}
+		}()
 		t.defer_("begin", nil, execResult)
-		err = fn(ctx, t)
-		if t.conn.PgConn().TxStatus() != 'I' {
-			if _, rerr := t.conn.Exec(context.WithoutCancel(ctx), "rollback"); rerr != nil && err == nil {
+		err := fn(ctx, t)
+		if t.pc != nil && t.pc.Conn().PgConn().TxStatus() != 'I' {
+			if _, rerr := t.pc.Exec(context.WithoutCancel(ctx), "rollback"); rerr != nil && err == nil {
 				err = fmt.Errorf("admin: rollback: %w", rerr)
 			}
 		}
+		alone = alone || errors.Is(err, errAlone)
 		return err
 	})
+}
+
+// acquire returns the transaction's connection, acquired from the pool
+// the first time.
+func (t *cmdTx) acquire(ctx context.Context) (*pgx.Conn, error) {
+	if t.pc == nil {
+		pc, err := t.pool.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		t.pc = pc
+	}
+	return t.pc.Conn(), nil
 }
 
 // defer_ queues a statement for the next round trip.
@@ -84,9 +111,13 @@ func (t *cmdTx) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error
 		full.Queue(p.sql, p.args...)
 	}
 	full.QueuedQueries = append(full.QueuedQueries, b.QueuedQueries...)
+	conn, err := t.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
 	pending := t.pending
 	t.pending = nil
-	br := t.conn.SendBatch(ctx, full)
+	br := conn.SendBatch(ctx, full)
 	for _, p := range pending {
 		if err := p.result(br); err != nil {
 			// What follows failed or ran for nothing: the caller rolls
@@ -101,7 +132,11 @@ func (t *cmdTx) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error
 // Exec runs sql in the transaction.
 func (t *cmdTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	if len(t.pending) == 0 {
-		return t.conn.Exec(ctx, sql, args...)
+		conn, err := t.acquire(ctx)
+		if err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		return conn.Exec(ctx, sql, args...)
 	}
 	var b pgx.Batch
 	b.Queue(sql, args...)
@@ -119,7 +154,11 @@ func (t *cmdTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comma
 // Query runs sql in the transaction.
 func (t *cmdTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	if len(t.pending) == 0 {
-		return t.conn.Query(ctx, sql, args...)
+		conn, err := t.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return conn.Query(ctx, sql, args...)
 	}
 	var b pgx.Batch
 	b.Queue(sql, args...)
@@ -142,8 +181,18 @@ func (t *cmdTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return firstRow{rows: rows, err: err}
 }
 
-// commit sends the pending statements, b's and COMMIT in one round trip.
+// commit sends the pending statements, b's and COMMIT in one round trip,
+// with other transactions' when it may be combined (see combiner).
 func (t *cmdTx) commit(ctx context.Context, b *pgx.Batch) error {
+	if t.combine != nil && t.key != "" && t.pc == nil {
+		return t.combine.commit(ctx, t, b)
+	}
+	return t.commitAlone(ctx, b)
+}
+
+// commitAlone sends the pending statements, b's and COMMIT in one round
+// trip.
+func (t *cmdTx) commitAlone(ctx context.Context, b *pgx.Batch) error {
 	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, b.Len()+1)}
 	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
 	all.Queue("commit")
@@ -151,6 +200,18 @@ func (t *cmdTx) commit(ctx context.Context, b *pgx.Batch) error {
 	if err != nil {
 		return err
 	}
+	err = readQueued(br, b)
+	if err == nil {
+		err = commitResult(br)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// readQueued reads the results of b's statements from br.
+func readQueued(br pgx.BatchResults, b *pgx.Batch) error {
 	for _, q := range b.QueuedQueries {
 		var err error
 		if q.Fn != nil {
@@ -159,14 +220,15 @@ func (t *cmdTx) commit(ctx context.Context, b *pgx.Batch) error {
 			_, err = br.Exec()
 		}
 		if err != nil {
-			_ = br.Close()
 			return err
 		}
 	}
+	return nil
+}
+
+// commitResult reads the result of a COMMIT from br.
+func commitResult(br pgx.BatchResults) error {
 	tag, err := br.Exec()
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
 		return err
 	}
@@ -232,6 +294,9 @@ func retryTx(attempt func() error) error {
 	var err error
 	for i := 0; i < 5; i++ {
 		err = attempt()
+		if errors.Is(err, errAlone) {
+			continue
+		}
 		var pgErr *pgconn.PgError
 		if !errors.As(err, &pgErr) {
 			return err

@@ -146,6 +146,9 @@ type command struct {
 	// exec makes the change inside the transaction and returns extra fields
 	// of the response (may be nil).
 	exec func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error)
+	// lockKey, when set, names the rows the command locks (its user's),
+	// and lets its commit be combined with others' (see combiner).
+	lockKey string
 }
 
 // maxIdempotencyKey bounds the Idempotency-Key header.
@@ -254,6 +257,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, c command) error {
 		}
 		for _, q := range o.feed.QueuedQueries {
 			b.Queue(q.SQL, q.Arguments...)
+		}
+		if c.lockKey != "" {
+			tx.key = c.tenant + "\x00" + c.lockKey
 		}
 		before := time.Now()
 		if err := tx.commit(ctx, b); err != nil {

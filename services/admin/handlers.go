@@ -250,7 +250,7 @@ func (s *Server) revokeUserCommand(w http.ResponseWriter, r *http.Request, kind,
 		return err
 	}
 	tenant, user := ids[0], ids[1]
-	return s.run(w, r, command{kind: kind, tenant: tenant, reason: body.Reason, request: ids,
+	return s.run(w, r, command{kind: kind, tenant: tenant, reason: body.Reason, request: ids, lockKey: user,
 		exec: func(ctx context.Context, tx cmdQuerier, o *op) (map[string]any, error) {
 			if err := revokeUsers(ctx, tx, o, []string{user}, cause, ""); err != nil {
 				return nil, err

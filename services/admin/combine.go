@@ -27,7 +27,10 @@ const maxCombined = 64
 // Only commands that sent nothing before their commit can be combined, and
 // only those that say which rows they lock (cmdTx.key). A combined commit
 // takes its commands' row locks in the order of their keys, the order in
-// which a bulk logout locks its users, so it cannot deadlock with one.
+// which a bulk logout locks its users' watermarks, so the two cannot
+// deadlock over them. A deadlock that PostgreSQL still finds (over
+// sessions that a sweep marks in another order, say) fails the combined
+// commit like any other error: each command runs again alone.
 type combiner struct {
 	max     int // commits under way at most
 	maxJobs int // commands in one commit at most

@@ -82,9 +82,11 @@ func (c *combiner) commit(ctx context.Context, t *cmdTx, b *pgx.Batch) error {
 // lead commits batch, whose first job is the caller's, tells the others
 // the outcome, and hands what queued meanwhile to the first of it.
 func (c *combiner) lead(ctx context.Context, batch []*job) (err error) {
+	// Deferred, so that a panic, which net/http recovers from, cannot leave
+	// the queue waiting; the others then run again alone, as after a
+	// failed commit.
+	err = errAlone
 	defer func() {
-		// Deferred, so that a panic, which net/http recovers from, cannot
-		// leave the queue waiting.
 		for _, j := range batch[1:] {
 			j.done <- err
 		}

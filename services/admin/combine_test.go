@@ -2,13 +2,16 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/evict-dev/evict/internal/db"
 	"github.com/evict-dev/evict/internal/testenv"
@@ -155,5 +158,96 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// TestCombinedCommitPanic: when the command that commits a combined batch
+// panics, which net/http recovers from, the others of the batch are told
+// to run again alone, not that they committed, and the next commit does
+// not wait for it.
+func TestCombinedCommitPanic(t *testing.T) {
+	ctx := t.Context()
+	cfg, err := pgxpool.ParseConfig(testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := db.NewPool(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	c := &combiner{max: 1, maxJobs: maxCombined, size: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "size"})}
+	tx := func(key, sql string, result func(pgx.BatchResults) error) *cmdTx {
+		t := &cmdTx{pool: pool, combine: c, key: key}
+		t.defer_("begin", nil, execResult)
+		t.defer_(sql, nil, result)
+		return t
+	}
+
+	// The first commit waits for an advisory lock the test holds; the
+	// panicking command and another queue behind it.
+	holder, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Release()
+	if _, err := holder.Exec(ctx, "SELECT pg_advisory_lock(42)"); err != nil {
+		t.Fatal(err)
+	}
+	first := tx("a", "SELECT pg_advisory_xact_lock(42)", execResult)
+	// Keys sort the panicking command first: it leads the batch.
+	panicking := tx("b", "SELECT 1", func(pgx.BatchResults) error { panic("boom") })
+	other := tx("c", "SELECT 1", execResult)
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	var recovered any
+	wg.Go(func() { errs[0] = first.commit(ctx, &pgx.Batch{}) })
+	waitFor(t, "the first commit", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.running == 1
+	})
+	wg.Go(func() {
+		defer func() { recovered = recover() }()
+		errs[1] = panicking.commit(ctx, &pgx.Batch{})
+	})
+	waitFor(t, "the panicking command to queue", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.queue) == 1
+	})
+	wg.Go(func() { errs[2] = other.commit(ctx, &pgx.Batch{}) })
+	waitFor(t, "the other command to queue", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.queue) == 2
+	})
+	if _, err := holder.Exec(ctx, "SELECT pg_advisory_unlock(42)"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	// inCmdTx would release their connections.
+	for _, t := range []*cmdTx{first, panicking, other} {
+		if t.pc != nil {
+			t.pc.Release()
+		}
+	}
+
+	if errs[0] != nil {
+		t.Errorf("first commit: %v", errs[0])
+	}
+	if recovered != "boom" {
+		t.Errorf("the leader's panic: %v, want boom", recovered)
+	}
+	if !errors.Is(errs[2], errAlone) {
+		t.Errorf("the other command of the batch: %v, want errAlone", errs[2])
+	}
+	// Nothing is left committing: the next command commits at once.
+	next := tx("d", "SELECT 1", execResult)
+	if err := next.commit(ctx, &pgx.Batch{}); err != nil {
+		t.Errorf("the next commit: %v", err)
+	}
+	if next.pc != nil {
+		next.pc.Release()
 	}
 }

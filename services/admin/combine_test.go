@@ -49,15 +49,7 @@ func TestCommitsCombine(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := t.Context()
-			cfg, err := pgxpool.ParseConfig(testenv.Database(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			pool, err := db.NewPool(ctx, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
+			pool := newTestPool(t)
 			s := newTestServer(t, pool, "tok")
 			if _, err := pool.Exec(ctx, `INSERT INTO tenants (id) VALUES ('acme'), ('corp');
 				INSERT INTO sessions (tenant_id, session_id, user_id, client, issued_at)
@@ -151,6 +143,21 @@ func TestCommitsCombine(t *testing.T) {
 	}
 }
 
+// newTestPool is a pool on a database of its own, closed when t ends.
+func newTestPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := db.NewPool(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 // waitFor polls cond for up to 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -167,15 +174,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // not wait for it.
 func TestCombinedCommitPanic(t *testing.T) {
 	ctx := t.Context()
-	cfg, err := pgxpool.ParseConfig(testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := db.NewPool(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := newTestPool(t)
 	c := &combiner{max: 1, maxJobs: maxCombined, size: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "size"})}
 	tx := func(key, sql string, result func(pgx.BatchResults) error) *cmdTx {
 		t := &cmdTx{pool: pool, combine: c, key: key}

@@ -134,7 +134,7 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	s.combine = &combiner{max: 1, maxJobs: maxCombined, size: s.metrics.combined}
+	s.combine = &combiner{size: s.metrics.combined}
 	s.wake = cfg.Wake
 	if s.wake == nil {
 		s.wake = wake.New(s.log)

@@ -213,17 +213,19 @@ func (t *cmdTx) commitAlone(ctx context.Context, b *pgx.Batch) error {
 // readQueued reads the results of b's statements from br.
 func readQueued(br pgx.BatchResults, b *pgx.Batch) error {
 	for _, q := range b.QueuedQueries {
-		var err error
-		if q.Fn != nil {
-			err = q.Fn(br)
-		} else {
-			_, err = br.Exec()
-		}
-		if err != nil {
+		if err := resultOf(q)(br); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// resultOf is what reads q's result from its batch's results.
+func resultOf(q *pgx.QueuedQuery) func(pgx.BatchResults) error {
+	if q.Fn != nil {
+		return q.Fn
+	}
+	return execResult
 }
 
 // commitResult reads the result of a COMMIT from br.

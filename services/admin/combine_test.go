@@ -175,7 +175,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestCombinedCommitPanic(t *testing.T) {
 	ctx := t.Context()
 	pool := newTestPool(t)
-	c := &combiner{max: 1, maxJobs: maxCombined, size: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "size"})}
+	c := &combiner{size: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "size"})}
 	tx := func(key, sql string, result func(pgx.BatchResults) error) *cmdTx {
 		t := &cmdTx{pool: pool, combine: c, key: key}
 		t.defer_("begin", nil, execResult)
@@ -204,7 +204,7 @@ func TestCombinedCommitPanic(t *testing.T) {
 	waitFor(t, "the first commit", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.running == 1
+		return c.busy
 	})
 	wg.Go(func() {
 		defer func() { recovered = recover() }()
